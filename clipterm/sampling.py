@@ -1,0 +1,528 @@
+"""Reverse loops (DDPM, DDIM), the CLIP-guided step, and x_T optimisation.
+
+The guided DDPM step is the poster's equation::
+
+    x_{t-1} = 1/sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - abar_t) * eps + gamma * beta_t * grad) + sigma_t z
+
+with grad = d/dx_t of the guidance objective (contrastive log-probability or minus the spherical
+distance). We apply it as the equivalent guided noise prediction
+
+    eps_hat = eps - sqrt(1 - abar_t) * gamma * grad
+
+and then take the scheduler's ordinary step with eps_hat: the two are the same update (expand the
+DDPM posterior mean), it carries over unchanged to respaced DDPM and to DDIM (guidance through the
+score), and with gamma = 0 it is exactly the unguided sampler. Our step functions follow diffusers'
+``DDPMScheduler.step`` / ``DDIMScheduler.step`` formula for formula (tests check it) but keep the
+schedule on the device and take per-sample noise.
+
+Seeds: sample i's starting noise x_T and its per-step noise depend only on (seed, i), so a sample
+is the same whatever the batch size, the batch it falls in, the method (x_T) or the process that
+makes it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from clipterm import guidance
+from clipterm.config import SamplingConfig
+from clipterm.errors import UserError
+from clipterm.events import RunResult, StepEvent
+from clipterm.models import LoadedPack
+
+EventCallback = Callable[[StepEvent], None]
+SUPPORTED_VARIANCES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
+
+# Streams of the per-sample seed sequence.
+_STREAM_XT = 0
+_STREAM_STEP_NOISE = 1
+
+
+# ----------------------------------------------------------------------------- seeds
+def sample_seed(seed: int, index: int, stream: int = _STREAM_XT) -> int:
+    """A 63-bit seed that depends only on (seed, sample index, stream)."""
+    state = np.random.SeedSequence([int(seed), int(index), int(stream)]).generate_state(2)
+    return int((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def initial_noise(
+    seed: int, indices: Sequence[int], shape: tuple[int, int, int], device: torch.device
+) -> torch.Tensor:
+    """x_T for the given sample indices, drawn on the CPU so it is the same on every device."""
+    out = torch.empty((len(indices), *shape))
+    for row, i in enumerate(indices):
+        g = torch.Generator().manual_seed(sample_seed(seed, i, _STREAM_XT))
+        out[row] = torch.randn(shape, generator=g)
+    return out.to(device)
+
+
+class StepNoise:
+    """Per-sample generators for the noise added at each DDPM/DDIM step."""
+
+    def __init__(self, seed: int, indices: Sequence[int], shape: tuple[int, int, int], device: torch.device):
+        self.shape = (1, *shape)
+        self.device = device
+        self.generators = [
+            torch.Generator(device=device).manual_seed(sample_seed(seed, i, _STREAM_STEP_NOISE))
+            for i in indices
+        ]
+
+    def __call__(self) -> torch.Tensor:
+        return torch.cat(
+            [torch.randn(self.shape, generator=g, device=self.device) for g in self.generators]
+        )
+
+
+# ----------------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class Schedule:
+    """The strided chain over the model's training schedule: step k goes from t[k] to t_prev[k]."""
+
+    kind: str  # "ddpm" | "ddim"
+    timesteps: tuple[int, ...]
+    prev_timesteps: tuple[int, ...]  # -1 for the last step
+    abar: torch.Tensor  # [K] alpha-bar at timesteps (device, float32)
+    abar_prev: torch.Tensor  # [K] alpha-bar at prev_timesteps (1.0 for the last step)
+    variance_type: str
+    clip_sample: float | None  # clip range for the predicted x0, or None
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+
+def make_schedule(scheduler, kind: str, steps: int, device: torch.device) -> Schedule:
+    """Timesteps as diffusers spaces them (``set_timesteps``), over the model's own alpha-bars.
+
+    A fresh scheduler object is made from the config so the pack's scheduler is never mutated
+    (runs may happen in several threads).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cfg = scheduler.config
+    if cfg.get("prediction_type", "epsilon") != "epsilon":
+        raise UserError(
+            f"this diffusion model predicts {cfg.get('prediction_type')!r}; clipterm needs an "
+            "epsilon-prediction DDPM"
+        )
+    variance_type = cfg.get("variance_type", "fixed_small")
+    if variance_type not in SUPPORTED_VARIANCES:
+        raise UserError(f"unsupported variance type {variance_type!r} in the model's scheduler")
+    sched = (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(cfg)
+    sched.set_timesteps(steps)
+    ts = [int(t) for t in sched.timesteps]
+    prev = ts[1:] + [-1]
+    abar_all = scheduler.alphas_cumprod.to(torch.float64)
+    abar = torch.stack([abar_all[t] for t in ts])
+    abar_prev = torch.stack([abar_all[p] if p >= 0 else torch.tensor(1.0, dtype=torch.float64) for p in prev])
+    clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+    return Schedule(
+        kind=kind,
+        timesteps=tuple(ts),
+        prev_timesteps=tuple(prev),
+        abar=abar.to(device=device, dtype=torch.float32),
+        abar_prev=abar_prev.to(device=device, dtype=torch.float32),
+        variance_type=variance_type,
+        clip_sample=clip,
+    )
+
+
+# ----------------------------------------------------------------------------- steps
+def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    return (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+
+
+def guided_eps(eps: torch.Tensor, grad: torch.Tensor, abar_t: torch.Tensor, scale: float) -> torch.Tensor:
+    """The poster's guided mean expressed as a noise prediction: eps - sqrt(1 - abar_t) * gamma * grad."""
+    return eps - (1 - abar_t).sqrt() * scale * grad
+
+
+def ddpm_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    t: int,
+    noise: torch.Tensor | None,
+    variance_type: str,
+    clip_sample: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ancestral step (diffusers' DDPMScheduler.step). Returns (x_prev, x0_hat)."""
+    alpha_t = abar_t / abar_prev
+    beta_t = 1 - alpha_t
+    x0 = predict_x0(x, eps, abar_t)
+    if clip_sample is not None:
+        x0 = x0.clamp(-clip_sample, clip_sample)
+    coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
+    coef_xt = alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
+    mean = coef_x0 * x0 + coef_xt * x
+    if t > 0 and noise is not None:
+        if variance_type.startswith("fixed_large"):
+            var = beta_t
+        else:
+            var = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        mean = mean + var.sqrt() * noise
+    return mean, x0
+
+
+def ddim_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    eta: float,
+    noise: torch.Tensor | None,
+    clip_sample: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step (diffusers' DDIMScheduler.step). Returns (x_prev, x0_hat)."""
+    x0 = predict_x0(x, eps, abar_t)
+    if clip_sample is not None:
+        x0 = x0.clamp(-clip_sample, clip_sample)
+    var = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+    sigma = eta * var.sqrt()
+    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
+    x_prev = abar_prev.sqrt() * x0 + direction
+    if eta > 0 and noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
+def ddim_invert(pack: LoadedPack, image: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    """Run the deterministic DDIM chain backwards from a clean image [-1, 1] to x_T."""
+    x = image
+    abar_cur = torch.ones((), device=x.device)
+    for k in reversed(range(len(schedule))):
+        t = schedule.timesteps[k]
+        abar_next = schedule.abar[k]
+        with torch.no_grad():
+            eps = _unet(pack, x, t)
+        x0 = (x - (1 - abar_cur).sqrt() * eps) / abar_cur.sqrt()
+        x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
+        abar_cur = abar_next
+    return x
+
+
+# ----------------------------------------------------------------------------- CLIP views
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Map [-1, 1] to [0, 1], clamped in value but with the identity's gradient.
+
+    CLIP sees a valid image while pixels pushed out of range still get a gradient.
+    """
+    img = (x + 1) / 2
+    return img + (img.clamp(0, 1) - img).detach()
+
+
+def clip_view(cfg: SamplingConfig, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The image CLIP sees, in CLIP's input range before normalisation ([0, 1] unless seed mode)."""
+    if cfg.clip_input == "x0":
+        return to_unit_range(x0)
+    if cfg.seed_preprocess:
+        return x_t  # the seed code fed x_t in [-1, 1] as if it were [0, 1]
+    return to_unit_range(x_t)
+
+
+def objective(cfg: SamplingConfig, emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    if cfg.method == "contrastive":
+        return guidance.contrastive_log_prob(emb, text_emb, logit_scale)
+    return guidance.spherical_objective(emb, text_emb[0])
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] images [B, C, H, W] -> uint8 [B, H, W, 3] on the CPU."""
+    img = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if img.shape[1] == 1:
+        img = img.expand(-1, 3, -1, -1)
+    return img.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _unet(pack: LoadedPack, x: torch.Tensor, t: int) -> torch.Tensor:
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    return pack.unet(x, tt).sample
+
+
+# ----------------------------------------------------------------------------- the run
+class _Run:
+    """State shared by the batches of one run."""
+
+    def __init__(self, pack: LoadedPack, cfg: SamplingConfig, on_event: EventCallback | None,
+                 cancel: threading.Event | None, n_total: int):
+        self.pack = pack
+        self.cfg = cfg
+        self.on_event = on_event
+        self.cancel = cancel
+        self.n_total = n_total
+        self.start = time.perf_counter()
+        self.text_emb = pack.encode_text(cfg.captions)
+        self.logit_scale = pack.logit_scale
+        self.nonfinite = 0
+        self.losses: list[float] = []
+        self.prob_trace: list[tuple[int, int, list[float]]] = []
+        self.n_batches = 1
+        self.last_preview: np.ndarray | None = None
+        self.oom_splits = 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def probs(self, emb: torch.Tensor) -> torch.Tensor:
+        return guidance.caption_probs(emb, self.text_emb, self.logit_scale)
+
+    def probs_of(self, x0: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.probs(self.pack.encode_image(to_unit_range(x0)))
+
+    def emit(self, *, phase: str, step: int, total: int, timestep: int, batch_index: int,
+             offset: int, x0: torch.Tensor, probs: torch.Tensor | None, loss: float | None = None) -> None:
+        probs_np = None if probs is None else probs.detach().float().cpu().numpy()
+        if batch_index == 0 and probs_np is not None:
+            self.prob_trace.append((step, timestep, probs_np.mean(axis=0).round(6).tolist()))
+        if self.on_event is None:
+            return
+        preview = to_uint8(x0)
+        self.last_preview = preview
+        self.on_event(
+            StepEvent(
+                method=self.cfg.method, phase=phase, step=step, total=total, timestep=timestep,
+                batch_index=batch_index, n_batches=self.n_batches, sample_offset=offset,
+                n_samples=self.n_total, elapsed=time.perf_counter() - self.start,
+                captions=self.cfg.captions, probs=probs_np, preview=preview, loss=loss,
+                nonfinite_skipped=self.nonfinite,
+            )
+        )
+
+    def should_emit(self, step: int, total: int) -> bool:
+        return step % self.cfg.event_every == 0 or step == total
+
+
+def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Schedule,
+                   batch_index: int, offset: int) -> torch.Tensor | None:
+    """Sample from x_T down to x_0 (guided or not). Returns x0 in [-1, 1], or None if cancelled."""
+    cfg, pack = run.cfg, run.pack
+    guided_method = cfg.method in ("spherical", "contrastive") and cfg.scale > 0
+    total = len(schedule)
+    x0 = x
+    for k, t in enumerate(schedule.timesteps):
+        if run.cancelled:
+            return None
+        abar_t, abar_prev = schedule.abar[k], schedule.abar_prev[k]
+        guide_now = guided_method and (cfg.guide_from is None or t < cfg.guide_from)
+        probs = None
+        if guide_now:
+            eps, probs = _guided_eps(run, x, t, abar_t)
+        else:
+            with torch.no_grad():
+                eps = _unet(pack, x, t)
+        with torch.no_grad():
+            step_noise = noise() if (schedule.kind == "ddpm" or cfg.eta > 0) else None
+            if schedule.kind == "ddpm":
+                x, x0 = ddpm_step(x, eps, abar_t, abar_prev, t, step_noise,
+                                  schedule.variance_type, schedule.clip_sample)
+            else:
+                x, x0 = ddim_step(x, eps, abar_t, abar_prev, cfg.eta, step_noise, schedule.clip_sample)
+        if run.should_emit(k + 1, total):
+            if probs is None:
+                probs = run.probs_of(x0)
+            run.emit(phase="sample", step=k + 1, total=total, timestep=t,
+                     batch_index=batch_index, offset=offset, x0=x0, probs=probs)
+    return x
+
+
+def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guided noise prediction eps_hat and the caption probabilities CLIP gave at this step."""
+    cfg, pack = run.cfg, run.pack
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        if cfg.clip_input == "x0":
+            eps = _unet(pack, x_in, t)
+            x0 = predict_x0(x_in, eps, abar_t)
+        else:
+            with torch.no_grad():
+                eps = _unet(pack, x_in, t)
+            x0 = x_in
+        emb = pack.encode_clip_input(clip_view(cfg, x_in, x0), already_normalised=False)
+        obj = objective(cfg, emb, run.text_emb, run.logit_scale)
+        (grad,) = torch.autograd.grad(obj.sum(), x_in)
+    grad, bad = guidance.drop_nonfinite(grad)
+    run.nonfinite += bad
+    if cfg.grad_norm == "rms":
+        grad = guidance.rms_normalise(grad)
+    with torch.no_grad():
+        probs = run.probs(emb.detach())
+        return guided_eps(eps.detach(), grad, abar_t, cfg.scale), probs
+
+
+def ddim_chain(pack: LoadedPack, x_T: torch.Tensor, schedule: Schedule,
+               use_checkpoint: bool = True) -> torch.Tensor:
+    """Deterministic DDIM (eta 0) from x_T to x0, differentiable; per-step checkpointing keeps
+    only each step's input alive, so memory grows with the number of steps by one image each."""
+
+    def one_step(x: torch.Tensor, k: int) -> torch.Tensor:
+        eps = _unet(pack, x, schedule.timesteps[k])
+        x_prev, _ = ddim_step(x, eps, schedule.abar[k], schedule.abar_prev[k], 0.0, None,
+                              schedule.clip_sample)
+        return x_prev
+
+    x = x_T
+    for k in range(len(schedule)):
+        if use_checkpoint and x.requires_grad:
+            x = checkpoint(one_step, x, k, use_reentrant=False)
+        else:
+            x = one_step(x, k)
+    return x
+
+
+def _optimize_xT(run: _Run, x_T: torch.Tensor, schedule: Schedule, batch_index: int,
+                 offset: int, use_checkpoint: bool = True) -> torch.Tensor | None:
+    """Adam on x_T so that the DDIM chain's image minimises CLIP's cosine distance to the prompt."""
+    cfg, pack = run.cfg, run.pack
+    param = x_T.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=cfg.lr)
+    target = run.text_emb[0]
+    iters = cfg.opt_iters
+    for it in range(iters):
+        if run.cancelled:
+            return None
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            x0 = ddim_chain(pack, param, schedule, use_checkpoint)
+            emb = pack.encode_image(to_unit_range(x0))
+            loss = guidance.cosine_distance(emb, target)
+            # Summed, so each sample's gradient is its own (independent of the batch).
+            loss.sum().backward()
+        grad, bad = guidance.drop_nonfinite(param.grad)
+        run.nonfinite += bad
+        param.grad = grad
+        opt.step()
+        mean_loss = float(loss.detach().mean())
+        if batch_index == 0:
+            run.losses.append(mean_loss)
+        if run.should_emit(it + 1, iters):
+            run.emit(phase="optimize", step=it + 1, total=iters, timestep=0,
+                     batch_index=batch_index, offset=offset, x0=x0.detach(),
+                     probs=run.probs(emb.detach()), loss=mean_loss)
+    with torch.no_grad():
+        return ddim_chain(pack, param.detach(), schedule, use_checkpoint=False)
+
+
+def load_init_image(path: str, size: int, channels: int, device: torch.device) -> torch.Tensor:
+    """An image file as a [1, C, size, size] tensor in [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BICUBIC)
+        arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    t = torch.from_numpy(arr)
+    t = t.permute(2, 0, 1) if t.ndim == 3 else t.unsqueeze(0)
+    return t.unsqueeze(0).to(device)
+
+
+def _sample_batch(run: _Run, indices: Sequence[int], batch_index: int, offset: int) -> torch.Tensor | None:
+    cfg, pack = run.cfg, run.pack
+    shape = (pack.channels, pack.image_size, pack.image_size)
+    schedule = make_schedule(pack.scheduler, cfg.sampler, cfg.steps, pack.device)
+    if cfg.method == "optimize":
+        if cfg.init_image:
+            img = load_init_image(cfg.init_image, pack.image_size, pack.channels, pack.device)
+            x_T = ddim_invert(pack, img, schedule).expand(len(indices), -1, -1, -1).contiguous()
+        else:
+            x_T = initial_noise(cfg.seed, indices, shape, pack.device)
+        return _optimize_xT(run, x_T, schedule, batch_index, offset)
+    x_T = initial_noise(cfg.seed, indices, shape, pack.device)
+    noise = StepNoise(cfg.seed, indices, shape, pack.device)
+    return _reverse_chain(run, x_T, noise, schedule, batch_index, offset)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def sample(
+    pack: LoadedPack,
+    cfg: SamplingConfig,
+    on_event: EventCallback | None = None,
+    cancel: threading.Event | None = None,
+    indices: Sequence[int] | None = None,
+    on_batch: Callable[[list[int], np.ndarray, np.ndarray], None] | None = None,
+) -> RunResult:
+    """Run ``cfg`` (resolved and validated) on ``pack``; blocking.
+
+    ``on_event`` is called from this thread at the config's event rate; ``cancel`` stops the run
+    between steps, and the result then holds the batches that finished. ``indices`` selects which
+    samples to make (default: 0..n-1), e.g. one rank's share. ``on_batch(indices, images,
+    probs)`` is called as each batch finishes (to write it at once). On CUDA out-of-memory a batch is
+    split in two and retried (the samples do not change: they depend only on seed and index).
+    """
+    idx = list(range(cfg.n)) if indices is None else list(indices)
+    run = _Run(pack, cfg, on_event, cancel, n_total=len(idx))
+    batch = cfg.batch or len(idx)
+    chunks = [idx[i : i + batch] for i in range(0, len(idx), batch)]
+    run.n_batches = len(chunks)
+    images: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    done: list[int] = []
+    completed = True
+    pending = list(chunks)
+    b = 0
+    offset = 0
+    while pending:
+        chunk = pending.pop(0)
+        try:
+            x0 = _sample_batch(run, chunk, b, offset)
+        except RuntimeError as exc:
+            if not (_is_oom(exc) and len(chunk) > 1):
+                raise
+            if pack.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(chunk) // 2
+            pending[:0] = [chunk[:half], chunk[half:]]
+            run.n_batches += 1
+            run.oom_splits += 1
+            continue
+        if x0 is None:
+            completed = False
+            break
+        with torch.no_grad():
+            final_probs = run.probs_of(x0)
+        images.append(to_uint8(x0))
+        probs.append(final_probs.float().cpu().numpy())
+        done.extend(chunk)
+        if on_batch is not None:
+            on_batch(list(chunk), images[-1], probs[-1])
+        b += 1
+        offset += len(chunk)
+    c = len(cfg.captions)
+    size = pack.image_size
+    result = RunResult(
+        config=cfg,
+        captions=cfg.captions,
+        images=np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        probs=np.concatenate(probs) if probs else np.zeros((0, c), np.float32),
+        indices=np.asarray(done, dtype=np.int64),
+        completed=completed,
+        seconds=time.perf_counter() - run.start,
+        device=str(pack.device),
+        nonfinite_skipped=run.nonfinite,
+        losses=run.losses,
+        prob_trace=run.prob_trace,
+    )
+    if run.oom_splits:
+        result.extra["oom_splits"] = run.oom_splits
+    if not completed and run.last_preview is not None:
+        result.extra["partial_preview"] = run.last_preview
+    return result
+
+
+def steps_per_second(result: RunResult) -> float:
+    cfg = result.config
+    work = (cfg.opt_iters * cfg.steps) if cfg.method == "optimize" else cfg.steps
+    n_batches = math.ceil(max(len(result.indices), 1) / (cfg.batch or cfg.n))
+    return work * n_batches / max(result.seconds, 1e-9)

@@ -1,0 +1,1 @@
+"""The interactive Textual app opened by bare ``clipterm`` (see :mod:`clipterm.tui.app`)."""
