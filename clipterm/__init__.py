@@ -31,7 +31,10 @@ _LAZY = {
     "generate": "clipterm.api",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ConfigError", "LoadedPack", "RunResult", "SamplingConfig", "StepEvent", "UserError",
+    "generate", "load_pack", "make_config", "sample", "write_run",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipterm.api import generate, make_config

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from clipterm.events import RunResult
-from clipterm.output import atomic_write_bytes, atomic_write_json, new_run_dir, rows_grid, save_png, slug
+from clipterm.output import (
+    atomic_write_bytes,
+    atomic_write_json,
+    new_run_dir,
+    rows_grid,
+    save_png,
+    slug,
+)
 
 GRID_COLUMNS = 16
 

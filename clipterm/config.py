@@ -122,7 +122,7 @@ class SamplingConfig:
 
         Returns the config with ``warnings`` filled (e.g. distractors ignored by a method).
         """
-        warnings: list[str] = []
+        warnings: list[str] = list(self.warnings)
         if self.method not in METHODS:
             raise ConfigError(
                 f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}"

@@ -98,7 +98,7 @@ def load_diffusion(source: str, device: torch.device) -> tuple[Any, Any]:
             with _quiet():
                 unet = UNet2DModel.from_pretrained(path, subfolder="unet" if sub else None)
                 scheduler = DDPMScheduler.from_pretrained(path, subfolder=sched_sub)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the diffusion model in {path}: {_first_line(exc)}") from None
     else:
         unet, scheduler = _load_diffusion_hub(source)
@@ -250,14 +250,14 @@ class LoadedPack:
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        return self.clip.logit_scale.exp().float()
+        return _upcast(self.clip.logit_scale.exp())
 
     @torch.no_grad()
     def encode_text(self, captions: tuple[str, ...]) -> torch.Tensor:
         """Unit-norm text embeddings [C, D], computed once per caption tuple."""
         if captions not in self._text_cache:
             tokens = self.tokenizer(list(captions)).to(self.device)
-            emb = self.clip.encode_text(tokens).float()
+            emb = _upcast(self.clip.encode_text(tokens))
             self._text_cache[captions] = F.normalize(emb, dim=-1)
         return self._text_cache[captions]
 
@@ -275,7 +275,7 @@ class LoadedPack:
         if not already_normalised:
             mean, std = self.clip_mean_std
             x = (x - mean) / std
-        emb = self.clip.encode_image(x).float()
+        emb = _upcast(self.clip.encode_image(x))
         return F.normalize(emb, dim=-1)
 
 
@@ -353,6 +353,11 @@ def download_pack(name: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision results to fp32 (logits, softmax and guidance math stay in fp32)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc).strip() if exc else ""
     return (text.splitlines() or [type(exc).__name__])[0][:300]

@@ -192,7 +192,7 @@ class RunWriter:
                     "seconds_per_sample": round(result.seconds / n, 4) if n else None,
                 },
                 "mean_probs": {c: round(float(v), 6) for c, v in
-                               zip(result.captions, result.probs.mean(axis=0))} if n else {},
+                               zip(result.captions, result.probs.mean(axis=0), strict=True)} if n else {},
                 "mean_target_prob": round(result.mean_target_prob, 6) if n else None,
                 "nonfinite_gradients_skipped": result.nonfinite_skipped,
                 "losses": [round(v, 6) for v in result.losses],

@@ -212,12 +212,13 @@ def ddim_invert(pack: LoadedPack, image: torch.Tensor, schedule: Schedule) -> to
 
 # ----------------------------------------------------------------------------- CLIP views
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """Map [-1, 1] to [0, 1], clamped in value but with the identity's gradient.
+    """Map [-1, 1] to [0, 1] (CLIP's input range), without clamping.
 
-    CLIP sees a valid image while pixels pushed out of range still get a gradient.
+    No clamp on purpose: a clamp would zero the gradient of every saturated pixel (most of a
+    digit's black background early in the chain), so guidance could not draw there. CLIP sees
+    the predicted image slightly out of range instead, and the gradient is the true one.
     """
-    img = (x + 1) / 2
-    return img + (img.clamp(0, 1) - img).detach()
+    return (x + 1) / 2
 
 
 def clip_view(cfg: SamplingConfig, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -336,9 +337,14 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
     return x
 
 
-def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The guided noise prediction eps_hat and the caption probabilities CLIP gave at this step."""
-    cfg, pack = run.cfg, run.pack
+def guidance_gradient(
+    pack: LoadedPack, cfg: SamplingConfig, x: torch.Tensor, t: int, abar_t: torch.Tensor,
+    text_emb: torch.Tensor, logit_scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """d/dx_t of the guidance objective (summed over samples, so per-sample gradients).
+
+    Returns (raw gradient, the UNet's eps at x_t, CLIP image embedding at this step).
+    """
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
         if cfg.clip_input == "x0":
@@ -349,15 +355,21 @@ def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tup
                 eps = _unet(pack, x_in, t)
             x0 = x_in
         emb = pack.encode_clip_input(clip_view(cfg, x_in, x0), already_normalised=False)
-        obj = objective(cfg, emb, run.text_emb, run.logit_scale)
+        obj = objective(cfg, emb, text_emb, logit_scale)
         (grad,) = torch.autograd.grad(obj.sum(), x_in)
+    return grad, eps.detach(), emb.detach()
+
+
+def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guided noise prediction eps_hat and the caption probabilities CLIP gave at this step."""
+    cfg = run.cfg
+    grad, eps, emb = guidance_gradient(run.pack, cfg, x, t, abar_t, run.text_emb, run.logit_scale)
     grad, bad = guidance.drop_nonfinite(grad)
     run.nonfinite += bad
     if cfg.grad_norm == "rms":
         grad = guidance.rms_normalise(grad)
     with torch.no_grad():
-        probs = run.probs(emb.detach())
-        return guided_eps(eps.detach(), grad, abar_t, cfg.scale), probs
+        return guided_eps(eps, grad, abar_t, cfg.scale), run.probs(emb)
 
 
 def ddim_chain(pack: LoadedPack, x_T: torch.Tensor, schedule: Schedule,

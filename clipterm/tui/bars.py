@@ -57,34 +57,38 @@ class ProbabilityBars(Widget):
 
     def render(self) -> Text:
         if not self.captions:
-            return Text("CLIP probabilities appear here", style=self.get_component_rich_style("bars--dim"))
+            return Text(
+                "CLIP probabilities appear here", style=self.get_component_rich_style("bars--dim")
+            )
         width = self.content_size.width or 40
-        label_w = min(max(len(c) for c in self.captions) + 2, 16)
-        tail_w = 14 if self.selected is not None else 7
-        bar_w = max(4, width - label_w - tail_w - 1)
+        label_w = min(max(len(c) for c in self.captions) + 1, 16)
+        sel_w = 8 if self.selected is not None else 0
+        bar_w = max(4, width - label_w - 1 - 7 - sel_w)
         target = self.get_component_rich_style("bars--target")
         other = self.get_component_rich_style("bars--other")
         caption_style = self.get_component_rich_style("bars--caption")
         target_caption = self.get_component_rich_style("bars--target-caption")
         dim = self.get_component_rich_style("bars--dim")
-        head = Text("mean", style=dim)
-        head.pad_left(label_w + 1 + bar_w + 6 - 4)
+        head = Text(" " * (label_w + 1 + bar_w) + "   mean", style=dim)
         if self.selected is not None:
-            head.append(f"  #{self.selected_index}".rjust(tail_w - 7 + 7), style=dim)
+            head.append(f"#{self.selected_index}".rjust(sel_w), style=dim)
         lines = [head]
         for i, caption in enumerate(self.captions):
             is_target = i == 0
             mean = float(self.mean[i]) if self.mean is not None and i < len(self.mean) else 0.0
-            line = Text()
+            line = Text(no_wrap=True, overflow="crop")
             name = ("▸" if is_target else " ") + caption
-            line.append(name[:label_w].ljust(label_w), style=target_caption if is_target else caption_style)
+            style = target_caption if is_target else caption_style
+            line.append(name[:label_w].ljust(label_w), style=style)
             line.append(" ")
             line.append(bar(mean, bar_w), style=target if is_target else other)
             line.append(f"{mean * 100:6.1f}%")
             if self.selected is not None and i < len(self.selected):
-                line.append(f"  {float(self.selected[i]) * 100:5.1f}%", style=dim)
+                line.append(f"{float(self.selected[i]) * 100:7.1f}%", style=dim)
             lines.append(line)
-        return Text("\n").join(lines)
+        text = Text("\n", no_wrap=True, overflow="crop").join(lines)
+        text.no_wrap = True
+        return text
 
     def text_lines(self) -> list[str]:
         return self.render().plain.splitlines()

@@ -38,26 +38,64 @@ METHOD_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 LABELS = {
-    "model": "Model", "device": "Device", "prompt": "Prompt", "distractors": "Distractors",
-    "method": "Method", "scale": "Scale", "steps": "Steps", "n": "Samples", "batch": "Batch",
-    "seed": "Seed", "sampler": "Sampler", "clip_input": "CLIP input", "guide_from": "Guide from",
-    "opt_iters": "Iterations", "lr": "Learn rate", "init_image": "Init image", "out_dir": "Save to", "compare": "Compare",
+    "model": "Model",
+    "device": "Device",
+    "prompt": "Prompt",
+    "distractors": "Distractors",
+    "method": "Method",
+    "scale": "Scale",
+    "steps": "Steps",
+    "n": "Samples",
+    "batch": "Batch",
+    "seed": "Seed",
+    "sampler": "Sampler",
+    "clip_input": "CLIP input",
+    "guide_from": "Guide from",
+    "opt_iters": "Iterations",
+    "lr": "Learn rate",
+    "init_image": "Init image",
+    "out_dir": "Save to",
+    "compare": "Compare",
 }
 
 # How a ConfigError message names its field (first match wins).
 _MESSAGE_FIELDS = (
-    ("distractor", "distractors"), ("prompt", "prompt"), ("guide-from", "guide_from"),
-    ("init-image", "init_image"), ("init image", "init_image"), ("iterations", "opt_iters"),
-    ("learning rate", "lr"), ("steps", "steps"), ("n must", "n"), ("batch", "batch"),
-    ("scale", "scale"), ("seed", "seed"), ("sampler", "sampler"), ("clip input", "clip_input"),
+    ("distractor", "distractors"),
+    ("prompt", "prompt"),
+    ("guide-from", "guide_from"),
+    ("init-image", "init_image"),
+    ("init image", "init_image"),
+    ("iterations", "opt_iters"),
+    ("learning rate", "lr"),
+    ("steps", "steps"),
+    ("n must", "n"),
+    ("batch", "batch"),
+    ("scale", "scale"),
+    ("seed", "seed"),
+    ("sampler", "sampler"),
+    ("clip input", "clip_input"),
     ("method", "method"),
 )
 
 DEFAULT_VALUES: dict[str, str] = {
-    "model": "digits", "device": "auto", "prompt": "", "distractors": "", "method": "contrastive",
-    "scale": "", "steps": "", "n": "16", "batch": "", "seed": "0", "sampler": PACK_DEFAULT,
-    "clip_input": "x0", "guide_from": "", "opt_iters": "", "lr": "", "init_image": "",
-    "out_dir": "out", "compare": "uncond, spherical, contrastive",
+    "model": "digits",
+    "device": "auto",
+    "prompt": "",
+    "distractors": "",
+    "method": "contrastive",
+    "scale": "",
+    "steps": "",
+    "n": "16",
+    "batch": "",
+    "seed": "0",
+    "sampler": PACK_DEFAULT,
+    "clip_input": "x0",
+    "guide_from": "",
+    "opt_iters": "",
+    "lr": "",
+    "init_image": "",
+    "out_dir": "out",
+    "compare": "uncond, spherical, contrastive",
 }
 
 
@@ -82,6 +120,18 @@ class FieldError(Exception):
         super().__init__(message)
         self.field = field_name
         self.message = message
+
+
+def valid_device(device: str) -> bool:
+    """auto, cpu, cuda or cuda:N (whether it exists is the loader's business)."""
+    if device in DEVICES:
+        return True
+    head, _, index = device.partition(":")
+    return head == "cuda" and index.isdigit()
+
+
+def device_choices(current: str) -> tuple[str, ...]:
+    return DEVICES if current in DEVICES or not valid_device(current) else (*DEVICES, current)
 
 
 def field_for_message(message: str) -> str | None:
@@ -131,8 +181,12 @@ def config_from_values(
         sampler=None if sampler == PACK_DEFAULT or method == "optimize" else sampler,
         scale=_float(values, "scale") if method in METHOD_FIELDS["scale"] else None,
         seed=_int(values, "seed", 0),  # type: ignore[arg-type]
-        clip_input=values.get("clip_input", "x0") if method in METHOD_FIELDS["clip_input"] else "x0",
-        guide_from=_int(values, "guide_from", None) if method in METHOD_FIELDS["guide_from"] else None,
+        clip_input=values.get("clip_input", "x0")
+        if method in METHOD_FIELDS["clip_input"]
+        else "x0",
+        guide_from=_int(values, "guide_from", None)
+        if method in METHOD_FIELDS["guide_from"]
+        else None,
         opt_iters=_int(values, "opt_iters", None) if method == "optimize" else None,
         lr=_float(values, "lr") if method == "optimize" else None,
         init_image=(values.get("init_image", "").strip() or None) if method == "optimize" else None,
@@ -148,14 +202,18 @@ def config_from_values(
 def compare_methods(values: dict[str, str]) -> list[str]:
     raw = [m.strip() for m in values.get("compare", "").replace(",", " ").split()]
     if not raw:
-        raise FieldError("compare", "name the methods to compare, e.g. uncond, spherical, contrastive")
+        raise FieldError(
+            "compare", "name the methods to compare, e.g. uncond, spherical, contrastive"
+        )
     for m in raw:
         if m not in METHODS:
             raise FieldError("compare", f"unknown method {m!r}: choose from {', '.join(METHODS)}")
     return list(dict.fromkeys(raw))
 
 
-def compare_configs(values: dict[str, str], spec: PackSpec, train_steps: int) -> list[SamplingConfig]:
+def compare_configs(
+    values: dict[str, str], spec: PackSpec, train_steps: int
+) -> list[SamplingConfig]:
     """One validated config per compared method, all from the same seed.
 
     The form's scale (and optimize settings) belong to the form's method; the other methods use
@@ -190,12 +248,14 @@ class RunForm(Widget, can_focus=False):
         self._specs: dict[str, PackSpec | UserError] = {}
         self.train_steps: dict[str, int] = {}  # model -> the loaded pack's training steps
         self.state = FormState(values=dict(self._initial))
+        self._label_text: dict[str, str] = {}
+        self._placeholders_for: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         v = self._initial
         with VerticalScroll(id="form-scroll"):
-            yield Static("Model", classes="section")
+            yield Static("Pack", classes="section")
             yield self._row(
                 "model",
                 Input(
@@ -209,15 +269,17 @@ class RunForm(Widget, can_focus=False):
             yield self._row(
                 "device",
                 Select(
-                    [(d, d) for d in DEVICES],
-                    value=v["device"] if v["device"] in DEVICES else "auto",
+                    [(d, d) for d in device_choices(v["device"])],
+                    value=v["device"] if valid_device(v["device"]) else "auto",
                     allow_blank=False,
                     compact=True,
                     id="device",
                 ),
             )
             yield Static("Prompt", classes="section")
-            yield Input(v["prompt"], id="prompt", compact=True, placeholder="the caption to steer toward")
+            yield Input(
+                v["prompt"], id="prompt", compact=True, placeholder="the caption to steer toward"
+            )
             yield Label("Distractors, one per line (alt+↑/↓ reorder)", classes="hint")
             yield DistractorList(v["distractors"].splitlines(), id="distractors")
             yield Static("Method", classes="section")
@@ -237,7 +299,9 @@ class RunForm(Widget, can_focus=False):
                 "sampler",
                 Select(
                     [("pack default", PACK_DEFAULT), ("ddpm", "ddpm"), ("ddim", "ddim")],
-                    value=v["sampler"] if v["sampler"] in (PACK_DEFAULT, "ddpm", "ddim") else PACK_DEFAULT,
+                    value=v["sampler"]
+                    if v["sampler"] in (PACK_DEFAULT, "ddpm", "ddim")
+                    else PACK_DEFAULT,
                     allow_blank=False,
                     compact=True,
                     id="sampler",
@@ -253,12 +317,20 @@ class RunForm(Widget, can_focus=False):
                     id="clip_input",
                 ),
             )
-            yield self._row("guide_from", Input(v["guide_from"], id="guide_from", compact=True, placeholder="all steps"))
+            yield self._row(
+                "guide_from",
+                Input(v["guide_from"], id="guide_from", compact=True, placeholder="all steps"),
+            )
             for name in ("opt_iters", "lr"):
                 yield self._row(name, Input(v[name], id=name, compact=True))
             yield self._row(
                 "init_image",
-                Input(v["init_image"], id="init_image", compact=True, placeholder="none (optional path)"),
+                Input(
+                    v["init_image"],
+                    id="init_image",
+                    compact=True,
+                    placeholder="none (optional path)",
+                ),
             )
             yield self._row("out_dir", Input(v["out_dir"], id="out_dir", compact=True))
             yield self._row(
@@ -273,7 +345,9 @@ class RunForm(Widget, can_focus=False):
         classes = "row"
         if name in METHOD_FIELDS:
             classes += " " + " ".join(f"for-{m}" for m in METHOD_FIELDS[name]) + " by-method"
-        return Horizontal(Label(LABELS[name], classes="field-label"), widget, classes=classes, id=f"row-{name}")
+        return Horizontal(
+            Label(LABELS[name], classes="field-label"), widget, classes=classes, id=f"row-{name}"
+        )
 
     def on_mount(self) -> None:
         self.revalidate()
@@ -318,10 +392,12 @@ class RunForm(Widget, can_focus=False):
         values = self.values()
         spec: PackSpec | None = None
         try:
-            if values["device"] not in DEVICES:
+            if not valid_device(values["device"]):
                 raise FieldError("device", f"unknown device {values['device']!r}")
             spec = self.spec_for(values["model"].strip())
-            train_steps = self.train_steps.get(values["model"].strip(), int(spec.defaults.get("train_steps", 1000)))
+            train_steps = self.train_steps.get(
+                values["model"].strip(), int(spec.defaults.get("train_steps", 1000))
+            )
             _, checked = config_from_values(values, spec, train_steps)
         except FieldError as exc:
             return FormState(values=values, spec=spec, error_field=exc.field, error=exc.message)
@@ -329,30 +405,49 @@ class RunForm(Widget, can_focus=False):
 
     # -------------------------------------------------------------- reactions
     def revalidate(self) -> FormState:
+        """Read and check the form; show the outcome. Only what changed is touched (each
+        class, display or text change costs a style or layout pass: keep typing snappy)."""
         state = self.read()
         self.state = state
         method = state.values.get("method", "contrastive")
         for row in self.query(".by-method"):
-            row.display = row.has_class(f"for-{method}")
+            wanted = row.has_class(f"for-{method}")
+            if row.display != wanted:
+                row.display = wanted
         for widget in self.query("Input, Select, DistractorList"):
-            widget.set_class(widget.id == state.error_field, "-invalid")
-        self.query_one("#form-error", Label).update(
-            f"✗ {LABELS.get(state.error_field or '', '')}: {state.error}" if state.error else ""
-        )
-        self.query_one("#form-warning", Label).update(
-            "\n".join(f"! {w}" for w in state.warnings)
-        )
-        self.query_one("#run", Button).disabled = not state.valid
+            invalid = widget.id == state.error_field
+            if widget.has_class("-invalid") != invalid:
+                widget.set_class(invalid, "-invalid")
+        error = f"✗ {LABELS.get(state.error_field or '', '')}: {state.error}" if state.error else ""
+        self._set_label("#form-error", error)
+        self._set_label("#form-warning", "\n".join(f"! {w}" for w in state.warnings))
+        run = self.query_one("#run", Button)
+        if run.disabled == state.valid:
+            run.disabled = not state.valid
         if state.spec is not None:
             self._update_placeholders(state.spec, method)
         self.post_message(self.Changed(state))
         return state
 
+    def _set_label(self, selector: str, text: str) -> None:
+        label = self.query_one(selector, Label)
+        if self._label_text.get(selector) != text:
+            self._label_text[selector] = text
+            label.update(text)
+            label.display = bool(text)
+
     def _update_placeholders(self, spec: PackSpec, method: str) -> None:
+        key = (spec.source, method)
+        if self._placeholders_for == key:
+            return
+        self._placeholders_for = key
         resolved = SamplingConfig(method=method).resolve(spec.defaults)
         defaults = {
-            "steps": resolved.steps, "scale": resolved.scale, "batch": "= samples",
-            "opt_iters": resolved.opt_iters, "lr": resolved.lr,
+            "steps": resolved.steps,
+            "scale": resolved.scale,
+            "batch": f"up to {spec.defaults.get('batch', 100)}",
+            "opt_iters": resolved.opt_iters,
+            "lr": resolved.lr,
         }
         for name, value in defaults.items():
             if value is not None:
@@ -383,4 +478,3 @@ class RunForm(Widget, can_focus=False):
     def _run_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.post_message(self.RunPressed())
-

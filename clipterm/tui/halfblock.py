@@ -56,9 +56,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return image.reshape(height, k, width, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
     from PIL import Image
 
-    pil = Image.fromarray(image).resize(
-        (width, height), Image.NEAREST if width > w else Image.BOX
-    )
+    pil = Image.fromarray(image).resize((width, height), Image.NEAREST if width > w else Image.BOX)
     return np.asarray(pil)
 
 

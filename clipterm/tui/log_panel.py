@@ -8,13 +8,19 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 
+def wall_clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
 class LogPanel(RichLog):
+    clock = staticmethod(wall_clock)  # replaced in snapshot tests for deterministic output
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(wrap=True, markup=False, max_lines=500, **kwargs)  # type: ignore[arg-type]
         self.lines_written: list[str] = []
 
     def _stamp(self, message: str, style: str) -> None:
-        line = Text(time.strftime("%H:%M:%S "), style="dim")
+        line = Text(self.clock() + " ", style="dim")
         line.append(message, style=style)
         self.lines_written.append(message)
         self.write(line)

@@ -91,7 +91,16 @@ class PreviewGrid(Widget):
         width, height = size.width, size.height
         strips: list[Strip] = []
         if not self.rows or width <= 0 or not self.count:
-            self._strips = [Strip([Segment("samples appear here during a run", self.get_component_rich_style("preview-grid--label"))])]
+            self._strips = [
+                Strip(
+                    [
+                        Segment(
+                            "samples appear here during a run",
+                            self.get_component_rich_style("preview-grid--label"),
+                        )
+                    ]
+                )
+            ]
             return
         title_style = self.get_component_rich_style("preview-grid--title")
         label_style = self.get_component_rich_style("preview-grid--label")
@@ -128,7 +137,9 @@ class PreviewGrid(Widget):
                     if is_selected:
                         selected_line = len(strips)
                         text = ("▶" + text) if cw > len(text) else text
-                    segs.append(Segment(text[:cw].ljust(cw), selected_style if is_selected else label_style))
+                    segs.append(
+                        Segment(text[:cw].ljust(cw), selected_style if is_selected else label_style)
+                    )
                 strips.append(Strip(segs))
             flat += len(row.images)
         if len(strips) > height > 0:  # page so the selected thumbnail stays in view

@@ -38,8 +38,17 @@ else:  # pragma: no cover - Python 3.10
         tomllib = None  # type: ignore[assignment]
 
 COLOUR_KEYS = (
-    "primary", "secondary", "accent", "background", "surface", "panel", "foreground",
-    "success", "warning", "error", "boost",
+    "primary",
+    "secondary",
+    "accent",
+    "background",
+    "surface",
+    "panel",
+    "foreground",
+    "success",
+    "warning",
+    "error",
+    "boost",
 )
 OTHER_KEYS = ("name", "dark", "variables", "luminosity_spread", "text_alpha")
 APP_VARIABLES = ("target-bar", "other-bar", "selected-sample")
@@ -53,7 +62,7 @@ class ThemeLoadReport:
 
 def _check_colour(path: Path, key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{key} must be a colour string like \"#1a1b26\"")
+        raise ValueError(f'{key} must be a colour string like "#1a1b26"')
     try:
         Color.parse(value)
     except ColorParseError:
@@ -67,7 +76,7 @@ def theme_from_dict(data: dict[str, Any], path: Path) -> Theme:
         raise ValueError(f"unknown key {unknown[0]!r}")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ValueError("needs a name = \"...\"")
+        raise ValueError('needs a name = "..."')
     if "primary" not in data:
         raise ValueError("needs a primary colour")
     colours = {k: _check_colour(path, k, data[k]) for k in COLOUR_KEYS if k in data}

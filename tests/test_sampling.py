@@ -1,0 +1,313 @@
+"""The samplers against diffusers, finite differences, and their own invariants."""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from clipterm import guidance
+from clipterm.config import SamplingConfig
+from clipterm.models import load_pack
+from clipterm.sampling import (
+    StepNoise,
+    ddim_chain,
+    ddim_step,
+    ddpm_step,
+    guidance_gradient,
+    initial_noise,
+    make_schedule,
+    predict_x0,
+    sample,
+)
+
+
+def cfg_for(pack, **kw) -> SamplingConfig:
+    base = dict(method="contrastive", prompt="one", distractors=("zero", "two", "three"), n=4, batch=4)
+    base.update(kw)
+    return SamplingConfig(**base).resolve(pack.defaults).validate(pack.train_steps)
+
+
+# ----------------------------------------------------------------------------- vs diffusers
+@pytest.mark.parametrize("variance_type", ["fixed_large", "fixed_small"])
+@pytest.mark.parametrize("steps", [1000, 25])
+def test_ddpm_step_equals_diffusers(tiny_loaded, variance_type, steps):
+    from diffusers import DDPMScheduler
+
+    cfg = dict(tiny_loaded.scheduler.config)
+    cfg["variance_type"] = variance_type
+    ref = DDPMScheduler.from_config(cfg)
+    ref.set_timesteps(steps)
+    sched = make_schedule(ref, "ddpm", steps, torch.device("cpu"))
+    sched = type(sched)(**{**sched.__dict__, "variance_type": variance_type})
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 8, 8) * 1.5
+    eps = torch.randn(3, 3, 8, 8)
+    for k in (0, len(sched) // 2, len(sched) - 1):
+        t = sched.timesteps[k]
+        gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+        expected = ref.step(eps, t, x, generator=gens).prev_sample
+        gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+        noise = torch.cat([torch.randn((1, 3, 8, 8), generator=g) for g in gens])
+        got, _ = ddpm_step(x, eps, sched.abar[k], sched.abar_prev[k], t, noise,
+                           sched.variance_type, sched.clip_sample)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_ddim_step_equals_diffusers(tiny_loaded, eta):
+    from diffusers import DDIMScheduler
+
+    ref = DDIMScheduler.from_config(tiny_loaded.scheduler.config)
+    ref.set_timesteps(20)
+    sched = make_schedule(tiny_loaded.scheduler, "ddim", 20, torch.device("cpu"))
+    assert list(sched.timesteps) == [int(t) for t in ref.timesteps]
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 8, 8)
+    eps = torch.randn(2, 3, 8, 8)
+    for k in (0, 7, 19):
+        t = sched.timesteps[k]
+        g = torch.Generator().manual_seed(5)
+        expected = ref.step(eps, t, x, eta=eta, generator=g).prev_sample
+        g = torch.Generator().manual_seed(5)
+        noise = torch.randn((2, 3, 8, 8), generator=g)
+        got, _ = ddim_step(x, eps, sched.abar[k], sched.abar_prev[k], eta, noise, sched.clip_sample)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ddim_chain_strides_the_1000_step_schedule(tiny_loaded):
+    """The seed built a fresh 50-step schedule (model queried at t=0..49); ours strides 1000."""
+    sched = make_schedule(tiny_loaded.scheduler, "ddim", 20, torch.device("cpu"))
+    assert sched.timesteps[0] == 950 and sched.timesteps[-1] == 0
+    assert all(a - b == 50 for a, b in zip(sched.timesteps, sched.timesteps[1:], strict=False))
+    full = tiny_loaded.scheduler.alphas_cumprod
+    torch.testing.assert_close(sched.abar, torch.stack([full[t] for t in sched.timesteps]).float())
+    assert float(sched.abar[0]) < 0.01  # truly noisy at the start, unlike a fresh short schedule
+
+
+def test_guided_eps_is_the_posters_mean():
+    """eps_hat = eps - sqrt(1-abar) g gives mean = (x - beta/sqrt(1-abar) eps + gamma beta g)/sqrt(alpha)."""
+    torch.manual_seed(2)
+    x, eps, g = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    abar_prev = torch.tensor(0.6, dtype=torch.float64)
+    abar_t = torch.tensor(0.55, dtype=torch.float64)
+    alpha, beta, gamma = abar_t / abar_prev, 1 - abar_t / abar_prev, 3.0
+    x, eps, g = x.double(), eps.double(), g.double()
+    from clipterm.sampling import guided_eps
+
+    got, _ = ddpm_step(x, guided_eps(eps, g, abar_t, gamma), abar_t, abar_prev, 5, None,
+                       "fixed_large", None)
+    poster = (x - beta / (1 - abar_t).sqrt() * eps + gamma * beta * g) / alpha.sqrt()
+    torch.testing.assert_close(got, poster)
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.fixture(scope="module")
+def pack64(tiny_pack):
+    """The tiny pack in float64, for finite differences."""
+    p = copy.copy(load_pack(str(tiny_pack), device="cpu", cache=False))
+    p.unet = copy.deepcopy(p.unet).double()
+    p.clip = copy.deepcopy(p.clip).double()
+    p._text_cache = {}
+    return p
+
+
+@pytest.mark.parametrize("method", ["contrastive", "spherical"])
+@pytest.mark.parametrize("clip_input", ["x0", "xt"])
+def test_guidance_gradient_matches_finite_differences(pack64, method, clip_input):
+    cfg = cfg_for(pack64, method=method, clip_input=clip_input, n=2, batch=2)
+    text = pack64.encode_text(cfg.captions)
+    scale = pack64.logit_scale
+    t = 600
+    abar = pack64.scheduler.alphas_cumprod[t].double()
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    grad, _, _ = guidance_gradient(pack64, cfg, x, t, abar, text, scale)
+
+    from clipterm.sampling import _unet, clip_view, objective
+
+    def f(xx: torch.Tensor) -> float:
+        with torch.no_grad():
+            eps = _unet(pack64, xx, t)
+            x0 = predict_x0(xx, eps, abar) if clip_input == "x0" else xx
+            emb = pack64.encode_clip_input(clip_view(cfg, xx, x0), already_normalised=False)
+            return float(objective(cfg, emb, text, scale).sum())
+
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        v = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        h = 1e-5
+        fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
+        ad = float((grad * v).sum())
+        assert math.isclose(ad, fd, rel_tol=1e-4, abs_tol=1e-8), (ad, fd)
+    assert float(grad.abs().sum()) > 0
+
+
+def test_spherical_distance_formula():
+    theta = torch.tensor([0.0, 0.3, 1.0, math.pi / 2, math.pi])
+    a = torch.stack([torch.ones_like(theta), torch.zeros_like(theta)], dim=1)
+    b = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    torch.testing.assert_close(guidance.spherical_distance(a, b), theta**2 / 2, atol=1e-6, rtol=1e-5)
+
+
+def test_contrastive_log_prob_is_log_softmax_at_target():
+    img = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.1, 1.0]]), dim=-1)
+    txt = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    logits = 10 * img @ txt.T
+    expected = logits[:, 0] - torch.logsumexp(logits, dim=1)
+    torch.testing.assert_close(guidance.contrastive_log_prob(img, txt, 10.0), expected)
+    probs = guidance.caption_probs(img, txt, 10.0)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2))
+
+
+def test_nonfinite_gradients_are_dropped_and_counted():
+    g = torch.ones(3, 2, 2, 2)
+    g[1, 0, 0, 0] = float("nan")
+    g[2, 1, 1, 1] = float("inf")
+    out, bad = guidance.drop_nonfinite(g)
+    assert bad == 2
+    assert torch.isfinite(out).all()
+    assert float(out[0].sum()) == 8 and float(out[1].abs().sum()) == 0
+
+
+def test_rms_normalise_unit_rms_per_sample():
+    g = torch.randn(4, 3, 8, 8) * torch.tensor([1e-6, 1.0, 5.0, 300.0]).view(4, 1, 1, 1)
+    n = guidance.rms_normalise(g)
+    torch.testing.assert_close(n.pow(2).mean(dim=(1, 2, 3)).sqrt(), torch.ones(4), rtol=1e-4, atol=1e-4)
+
+
+def test_checkpointed_and_plain_backprop_agree(tiny_loaded):
+    sched = make_schedule(tiny_loaded.scheduler, "ddim", 8, torch.device("cpu"))
+    x_T = initial_noise(0, [0, 1], (3, 8, 8), torch.device("cpu"))
+    target = tiny_loaded.encode_text(("one",))[0]
+    grads = []
+    for ckpt in (True, False):
+        p = x_T.clone().requires_grad_(True)
+        x0 = ddim_chain(tiny_loaded, p, sched, use_checkpoint=ckpt)
+        loss = guidance.cosine_distance(tiny_loaded.encode_image((x0 + 1) / 2), target).sum()
+        loss.backward()
+        grads.append(p.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert float(grads[0].abs().sum()) > 0
+
+
+# ----------------------------------------------------------------------------- runs
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("method", ["contrastive", "spherical"])
+def test_scale_zero_reproduces_uncond_exactly(tiny_loaded, sampler, method):
+    eta = 0.5 if sampler == "ddim" else 0.0
+    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", sampler=sampler, eta=eta, steps=6))
+    guided = sample(tiny_loaded, cfg_for(tiny_loaded, method=method, sampler=sampler, eta=eta,
+                                         steps=6, scale=0.0))
+    np.testing.assert_array_equal(base.images, guided.images)
+
+
+def test_guidance_changes_samples_and_raises_target_probability(tiny_loaded):
+    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", steps=8, n=8, batch=8))
+    guided = sample(tiny_loaded, cfg_for(tiny_loaded, method="contrastive", steps=8, n=8, batch=8,
+                                         scale=3.0))
+    assert not np.array_equal(base.images, guided.images)
+    assert guided.mean_target_prob > base.mean_target_prob
+
+
+def test_same_seed_same_samples_across_batch_sizes(tiny_loaded):
+    a = sample(tiny_loaded, cfg_for(tiny_loaded, method="contrastive", n=5, batch=5, steps=5))
+    b = sample(tiny_loaded, cfg_for(tiny_loaded, method="contrastive", n=5, batch=2, steps=5))
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+    # and a shard of the indices gives the same images as the whole run
+    part = sample(tiny_loaded, cfg_for(tiny_loaded, method="contrastive", n=5, batch=5, steps=5),
+                  indices=[3, 4])
+    np.testing.assert_array_equal(part.images, a.images[3:])
+    assert list(part.indices) == [3, 4]
+
+
+def test_initial_noise_depends_only_on_seed_and_index():
+    a = initial_noise(7, [0, 1, 2, 3], (3, 4, 4), torch.device("cpu"))
+    b = initial_noise(7, [2, 3], (3, 4, 4), torch.device("cpu"))
+    torch.testing.assert_close(a[2:], b)
+    c = initial_noise(8, [0], (3, 4, 4), torch.device("cpu"))
+    assert not torch.equal(a[0], c[0])
+    n1 = StepNoise(7, [5, 6], (3, 4, 4), torch.device("cpu"))
+    n2 = StepNoise(7, [6], (3, 4, 4), torch.device("cpu"))
+    torch.testing.assert_close(n1()[1:], n2())
+
+
+def test_methods_start_from_the_same_xT(tiny_loaded):
+    """optimize with zero iterations' worth of change (lr tiny) stays near DDIM-from-the-same-x_T."""
+    ddim = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", sampler="ddim", steps=4, n=2, batch=2))
+    opt = sample(tiny_loaded, cfg_for(tiny_loaded, method="optimize", steps=4, n=2, batch=2,
+                                      opt_iters=1, lr=1e-9))
+    assert np.abs(ddim.images.astype(int) - opt.images.astype(int)).max() <= 1
+
+
+def test_optimize_reduces_the_clip_loss(tiny_loaded):
+    res = sample(tiny_loaded, cfg_for(tiny_loaded, method="optimize", steps=4, n=2, batch=2,
+                                      opt_iters=6, lr=0.3))
+    assert len(res.losses) == 6
+    assert res.losses[-1] < res.losses[0]
+
+
+def test_optimize_from_init_image(tiny_loaded, tmp_path):
+    from PIL import Image
+
+    img = (np.indices((8, 8)).sum(0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.stack([img] * 3, -1)).save(tmp_path / "init.png")
+    res = sample(tiny_loaded, cfg_for(tiny_loaded, method="optimize", steps=4, n=1, batch=1,
+                                      opt_iters=2, init_image=str(tmp_path / "init.png")))
+    assert res.images.shape == (1, 8, 8, 3) and res.completed
+
+
+def test_events_carry_previews_and_probabilities(tiny_loaded):
+    events = []
+    cfg = cfg_for(tiny_loaded, method="contrastive", n=3, batch=2, steps=4, event_every=2)
+    res = sample(tiny_loaded, cfg, on_event=events.append)
+    assert [(e.batch_index, e.step) for e in events] == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    e = events[0]
+    assert e.preview.dtype == np.uint8 and e.preview.shape == (2, 8, 8, 3)
+    assert e.probs.shape == (2, 4)
+    np.testing.assert_allclose(e.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert e.total == 4 and e.n_batches == 2 and e.captions == cfg.captions
+    assert events[-1].progress == 1.0
+    assert res.probs.shape == (3, 4) and len(res.prob_trace) == 2
+
+
+def test_cancel_mid_run_returns_partial_results(tiny_loaded):
+    cancel = threading.Event()
+    seen = []
+
+    def on_event(ev):
+        seen.append(ev)
+        if ev.batch_index == 1 and ev.step == 2:
+            cancel.set()
+
+    cfg = cfg_for(tiny_loaded, method="contrastive", n=6, batch=2, steps=5)
+    res = sample(tiny_loaded, cfg, on_event=on_event, cancel=cancel)
+    assert not res.completed
+    assert list(res.indices) == [0, 1]
+    assert res.images.shape[0] == 2
+    assert max(e.step for e in seen if e.batch_index == 1) == 2
+    assert "partial_preview" in res.extra
+
+
+def test_oom_splits_the_batch_and_keeps_samples(tiny_loaded, monkeypatch):
+    import clipterm.sampling as s
+
+    real = s._sample_batch
+    calls = []
+
+    def flaky(run, indices, batch_index, offset):
+        calls.append(len(indices))
+        if len(indices) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(run, indices, batch_index, offset)
+
+    ref = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
+    monkeypatch.setattr(s, "_sample_batch", flaky)
+    res = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
+    assert calls[0] == 4 and res.extra["oom_splits"] == 1
+    np.testing.assert_array_equal(res.images, ref.images)
