@@ -311,3 +311,43 @@ def test_oom_splits_the_batch_and_keeps_samples(tiny_loaded, monkeypatch):
     res = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
     assert calls[0] == 4 and res.extra["oom_splits"] == 1
     np.testing.assert_array_equal(res.images, ref.images)
+
+
+def test_guide_from_limits_guidance_to_later_timesteps(tiny_loaded, monkeypatch):
+    import clipterm.sampling as s
+
+    seen: list[int] = []
+    real = s.guidance_gradient
+
+    def spy(pack, cfg, x, t, *a):
+        seen.append(t)
+        return real(pack, cfg, x, t, *a)
+
+    monkeypatch.setattr(s, "guidance_gradient", spy)
+    sample(tiny_loaded, cfg_for(tiny_loaded, steps=6, n=1, batch=1, guide_from=500))
+    sched = make_schedule(tiny_loaded.scheduler, "ddpm", 6, torch.device("cpu"))
+    assert seen == [t for t in sched.timesteps if t < 500] and len(seen) == 4
+    seen.clear()
+    sample(tiny_loaded, cfg_for(tiny_loaded, steps=6, n=1, batch=1))
+    assert seen == list(sched.timesteps)
+
+
+def test_nan_gradients_in_a_run_are_dropped_not_propagated(tiny_loaded, monkeypatch):
+    import clipterm.sampling as s
+
+    real = s.guidance_gradient
+
+    def poisoned(*a):
+        grad, eps, emb = real(*a)
+        grad = grad.clone()
+        grad[0] = float("nan")
+        return grad, eps, emb
+
+    monkeypatch.setattr(s, "guidance_gradient", poisoned)
+    res = sample(tiny_loaded, cfg_for(tiny_loaded, steps=5, n=2, batch=2, scale=2.0))
+    assert res.nonfinite_skipped == 5
+    assert np.isfinite(res.probs).all()
+    # sample 0 got no guidance at all: it equals the unguided sample 0
+    monkeypatch.setattr(s, "guidance_gradient", real)
+    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", steps=5, n=2, batch=2))
+    np.testing.assert_array_equal(res.images[0], base.images[0])

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from clipterm.packs import PackSpec
 
 
-def _cached(repo_id: str, filenames: tuple[str, ...]) -> bool:
-    from huggingface_hub import try_to_load_from_cache
+def hub_cache_root() -> Path:
+    """The Hugging Face hub cache folder, found as huggingface_hub finds it (its environment
+    variables, then ~/.cache/huggingface/hub), without importing it: that import costs most of
+    a second, and ``clipterm models`` must answer at once."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
 
-    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)
+
+def _cached(repo_id: str, filenames: tuple[str, ...], revision: str = "main") -> bool:
+    """Whether one of ``filenames`` of a hub model repo is in the cache (the cache's layout:
+    models--ORG--NAME/refs/REVISION holds a commit, snapshots/COMMIT/FILE the file)."""
+    repo = hub_cache_root() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / revision
+    try:
+        commit = ref.read_text().strip() if ref.is_file() else revision
+    except OSError:
+        return False
+    snapshot = repo / "snapshots" / commit
+    return any((snapshot / f).is_file() for f in filenames)
 
 
 def diffusion_available(source: str) -> bool:
