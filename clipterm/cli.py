@@ -269,12 +269,23 @@ def generate(
                          init_image=init_image),
     )
     out_root = check_out_dir(out)
+    from clipterm.distributed import DistContext, sharded_run
+
+    ddp = DistContext.from_env(device)  # under torchrun / accelerate launch: shard the samples
     t0 = time.perf_counter()
-    pack = _load(model, device, clip)
+    pack = _load(model, ddp.device if ddp else device, clip)
     load_s = time.perf_counter() - t0
     cfg = cfg.validate(pack.train_steps)
-    result, run_dir = _run_one(spec, pack, cfg, out_root, quiet or as_json,
-                               extra={"load_seconds": round(load_s, 3)})
+    if ddp is None:
+        result, run_dir = _run_one(spec, pack, cfg, out_root, quiet or as_json,
+                                   extra={"load_seconds": round(load_s, 3)})
+    else:
+        with Progress(cfg.method, quiet=quiet or as_json or not ddp.is_main) as progress:
+            result, run_dir = sharded_run(pack, cfg, out_root, spec.name, ddp, on_event=progress.event,
+                                          extra={"load_seconds": round(load_s, 3)})
+        ddp.close()
+        if not ddp.is_main:
+            return
     if as_json:
         sys.stdout.write((run_dir / "run.json").read_text())
         return
@@ -391,6 +402,16 @@ def models(
         typer.echo(f"    captions:  {', '.join(r['captions'])}")
         if not r["available"]:
             typer.echo(f"    get it:    clipterm models --download {r['name']}")
+
+
+# ----------------------------------------------------------------------------- eval, plot, sweep
+from clipterm.commands import bench as _bench_commands  # noqa: E402
+from clipterm.commands import eval as _eval_commands  # noqa: E402
+from clipterm.commands import sweep as _sweep_commands  # noqa: E402
+
+_eval_commands.register(app)
+_sweep_commands.register(app)
+_bench_commands.register(app)
 
 
 # ----------------------------------------------------------------------------- entry point

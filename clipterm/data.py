@@ -18,7 +18,16 @@ from functools import lru_cache
 import numpy as np
 
 DIGIT_NAMES: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 TEST_FRACTION = 0.2
 DIGIT_FILL = 0.75  # share of the canvas side covered by the upsampled 8x8 digit
@@ -85,7 +94,9 @@ def class_index(class_name_or_index: str | int) -> int:
         elif key.isdigit():
             index = int(key)
         else:
-            raise ValueError(f"unknown digit class {class_name_or_index!r}; use one of {DIGIT_NAMES}")
+            raise ValueError(
+                f"unknown digit class {class_name_or_index!r}; use one of {DIGIT_NAMES}"
+            )
     if not 0 <= index < len(DIGIT_NAMES):
         raise ValueError(f"digit class index must be 0..9, got {index}")
     return index

@@ -26,7 +26,9 @@ WEIGHTS_NAME = "model.safetensors"
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    image_size: int = 16  # the digits carry 8x8 of information; 16x16 keeps it at a quarter of the cost
+    image_size: int = (
+        16  # the digits carry 8x8 of information; 16x16 keeps it at a quarter of the cost
+    )
     channels: tuple[int, ...] = (32, 64, 128)
     feature_dim: int = 128
     dropout: float = 0.2
@@ -60,7 +62,9 @@ class DigitJudge(nn.Module):
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
         return (x - 0.5) / 0.5
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,14 @@ makes it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,6 +135,125 @@ def make_schedule(scheduler, kind: str, steps: int, device: torch.device) -> Sch
         variance_type=variance_type,
         clip_sample=clip,
     )
+
+
+# ----------------------------------------------------------------------------- runtime
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run executes on its device: what it computes is the config's.
+
+    ``precision="bf16"`` runs the UNet and CLIP under bf16 autocast, while the CLIP logits, the
+    softmax, the guidance objective and gradient math and the sampler update stay in fp32 (the
+    networks' outputs are upcast before any of them). ``channels_last`` stores the UNet's weights
+    and inputs NHWC. ``compile`` wraps the UNet forward and the guided step's forward (UNet,
+    x0, CLIP, objective; autograd compiles its backward) in ``torch.compile`` with
+    ``compile_mode``. ``async_events`` copies previews and probabilities to the CPU without
+    blocking the device (delivered one event late at most, in order).
+
+    :meth:`for_device` is the default: unchanged fp32 eager on the CPU; bf16 autocast and
+    non-blocking events on CUDA. Compile stays opt-in until a GPU measurement shows its warm-up
+    paid back (see docs/PERFORMANCE.md).
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "reduce-overhead"
+    async_events: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Runtime:
+        if device.type == "cuda":
+            return cls(precision="bf16", async_events=True)
+        return cls()
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    @property
+    def is_reference(self) -> bool:
+        """The plain fp32 eager path (bit-identical to clipterm before the fast path)."""
+        return self.precision == "fp32" and not (self.channels_last or self.compile)
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    def describe(self) -> str:
+        parts = [self.precision]
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compile:
+            parts.append(f"compile:{self.compile_mode}")
+        return "+".join(parts)
+
+
+REFERENCE_RUNTIME = Runtime()
+# Compiled callables per UNet module (weak: a pack that is dropped frees its compiled graphs).
+_COMPILED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Callable[..., Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled(pack: LoadedPack, key: tuple[Any, ...], make: Callable[[], Callable[..., Any]],
+              mode: str) -> Callable[..., Any]:
+    per_unet = _COMPILED.setdefault(pack.unet, {})
+    if key not in per_unet:
+        per_unet[key] = torch.compile(make(), mode=mode, dynamic=False)
+    return per_unet[key]
+
+
+def _prepare(pack: LoadedPack, runtime: Runtime) -> None:
+    """Put the pack's networks in the runtime's memory format (idempotent)."""
+    if runtime.channels_last and pack.device.type == "cuda":
+        pack.unet.to(memory_format=torch.channels_last)
+
+
+def unet_eps(pack: LoadedPack, x: torch.Tensor, t: int, runtime: Runtime = REFERENCE_RUNTIME) -> torch.Tensor:
+    """The UNet's noise prediction at integer timestep ``t``, in fp32, under ``runtime``."""
+    if runtime.is_reference:
+        return _unet(pack, x, t)
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    if runtime.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if runtime.compile:
+        fn = _compiled(pack, ("unet", runtime), lambda: _unet_forward(pack, runtime), runtime.compile_mode)
+        return fn(x, tt)
+    return _unet_forward(pack, runtime)(x, tt)
+
+
+def _unet_forward(pack: LoadedPack, runtime: Runtime) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        with runtime.autocast(x.device):
+            eps = pack.unet(x, tt).sample
+        return eps.float().contiguous()
+
+    return forward
+
+
+def encode_for_guidance(pack: LoadedPack, x_clip: torch.Tensor, runtime: Runtime = REFERENCE_RUNTIME) -> torch.Tensor:
+    """Unit-norm CLIP embeddings (fp32) of images in CLIP's input range, under ``runtime``."""
+    with runtime.autocast(x_clip.device):
+        return pack.encode_clip_input(x_clip, already_normalised=False).float()
+
+
+def _drop_nonfinite_lazy(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the gradient of samples holding a NaN or inf; the count stays on the device, so the
+    step does not wait on the host (values are those of ``guidance.drop_nonfinite``)."""
+    dims = tuple(range(1, grad.ndim))
+    bad = ~torch.isfinite(grad).all(dim=dims)
+    grad = torch.where(bad.view(-1, *([1] * (grad.ndim - 1))), torch.zeros_like(grad), grad)
+    return grad, bad.sum()
 
 
 # ----------------------------------------------------------------------------- steps
@@ -245,6 +367,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _unet(pack: LoadedPack, x: torch.Tensor, t: int) -> torch.Tensor:
+    """The reference (fp32 eager) UNet call."""
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     return pack.unet(x, tt).sample
 
@@ -254,54 +377,110 @@ class _Run:
     """State shared by the batches of one run."""
 
     def __init__(self, pack: LoadedPack, cfg: SamplingConfig, on_event: EventCallback | None,
-                 cancel: threading.Event | None, n_total: int):
+                 cancel: threading.Event | None, n_total: int,
+                 runtime: Runtime = REFERENCE_RUNTIME):
         self.pack = pack
         self.cfg = cfg
+        self.runtime = runtime
         self.on_event = on_event
         self.cancel = cancel
         self.n_total = n_total
         self.start = time.perf_counter()
         self.text_emb = pack.encode_text(cfg.captions)
         self.logit_scale = pack.logit_scale
-        self.nonfinite = 0
+        self._nonfinite = torch.zeros((), dtype=torch.long, device=pack.device)
         self.losses: list[float] = []
         self.prob_trace: list[tuple[int, int, list[float]]] = []
         self.n_batches = 1
         self.last_preview: np.ndarray | None = None
         self.oom_splits = 0
+        self._pending: list[tuple[Any, dict[str, Any]]] = []
+        self.use_async = runtime.async_events and pack.device.type == "cuda"
 
     @property
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
+
+    @property
+    def nonfinite(self) -> int:
+        return int(self._nonfinite)
+
+    def count_nonfinite(self, bad: torch.Tensor) -> None:
+        self._nonfinite += bad
 
     def probs(self, emb: torch.Tensor) -> torch.Tensor:
         return guidance.caption_probs(emb, self.text_emb, self.logit_scale)
 
     def probs_of(self, x0: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.probs(self.pack.encode_image(to_unit_range(x0)))
+            return self.probs(encode_for_guidance(self.pack, to_unit_range(x0), self.runtime)
+                              if not self.runtime.is_reference
+                              else self.pack.encode_image(to_unit_range(x0)))
 
     def emit(self, *, phase: str, step: int, total: int, timestep: int, batch_index: int,
              offset: int, x0: torch.Tensor, probs: torch.Tensor | None, loss: float | None = None) -> None:
-        probs_np = None if probs is None else probs.detach().float().cpu().numpy()
-        if batch_index == 0 and probs_np is not None:
-            self.prob_trace.append((step, timestep, probs_np.mean(axis=0).round(6).tolist()))
+        meta = dict(phase=phase, step=step, total=total, timestep=timestep,
+                    batch_index=batch_index, offset=offset, loss=loss,
+                    elapsed=time.perf_counter() - self.start)
+        if not self.use_async:
+            meta["nonfinite"] = self.nonfinite
+            self._deliver(meta, None if probs is None else probs.detach().float().cpu().numpy(),
+                          to_uint8(x0) if self.on_event is not None else None)
+            return
+        # Start the copies now and hand the event over once they have landed: the device
+        # never waits for the host here.
+        with torch.no_grad():
+            host: dict[str, torch.Tensor] = {"nonfinite": self._nonfinite.clone()}
+            if probs is not None:
+                host["probs"] = probs.detach().float()
+            if self.on_event is not None:
+                host["preview"] = _to_uint8_device(x0)
+            host = {k: v.to("cpu", non_blocking=True) for k, v in host.items()}
+        done = torch.cuda.Event()
+        done.record()
+        self._pending.append((done, {"meta": meta, **host}))
+        self.flush(block=False)
+
+    def flush(self, block: bool) -> None:
+        """Deliver the events whose copies have landed (all of them if ``block``), in order."""
+        while self._pending:
+            done, item = self._pending[0]
+            if not block and not done.query():
+                return
+            done.synchronize()
+            self._pending.pop(0)
+            meta = dict(item["meta"], nonfinite=int(item["nonfinite"]))
+            probs = item["probs"].numpy() if "probs" in item else None
+            preview = item["preview"].numpy() if "preview" in item else None
+            self._deliver(meta, probs, preview)
+
+    def _deliver(self, meta: dict[str, Any], probs_np: np.ndarray | None,
+                 preview: np.ndarray | None) -> None:
+        if meta["batch_index"] == 0 and probs_np is not None:
+            self.prob_trace.append((meta["step"], meta["timestep"], probs_np.mean(axis=0).round(6).tolist()))
         if self.on_event is None:
             return
-        preview = to_uint8(x0)
         self.last_preview = preview
         self.on_event(
             StepEvent(
-                method=self.cfg.method, phase=phase, step=step, total=total, timestep=timestep,
-                batch_index=batch_index, n_batches=self.n_batches, sample_offset=offset,
-                n_samples=self.n_total, elapsed=time.perf_counter() - self.start,
-                captions=self.cfg.captions, probs=probs_np, preview=preview, loss=loss,
-                nonfinite_skipped=self.nonfinite,
+                method=self.cfg.method, phase=meta["phase"], step=meta["step"], total=meta["total"],
+                timestep=meta["timestep"], batch_index=meta["batch_index"], n_batches=self.n_batches,
+                sample_offset=meta["offset"], n_samples=self.n_total, elapsed=meta["elapsed"],
+                captions=self.cfg.captions, probs=probs_np, preview=preview, loss=meta["loss"],
+                nonfinite_skipped=meta["nonfinite"],
             )
         )
 
     def should_emit(self, step: int, total: int) -> bool:
         return step % self.cfg.event_every == 0 or step == total
+
+
+def _to_uint8_device(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images [B, C, H, W] -> uint8 [B, H, W, 3] on their device (as ``to_uint8``)."""
+    img = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if img.shape[1] == 1:
+        img = img.expand(-1, 3, -1, -1)
+    return img.permute(0, 2, 3, 1).contiguous()
 
 
 def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Schedule,
@@ -313,7 +492,10 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
     x0 = x
     for k, t in enumerate(schedule.timesteps):
         if run.cancelled:
+            run.flush(block=True)
             return None
+        if run._pending:
+            run.flush(block=False)
         abar_t, abar_prev = schedule.abar[k], schedule.abar_prev[k]
         guide_now = guided_method and (cfg.guide_from is None or t < cfg.guide_from)
         probs = None
@@ -321,7 +503,7 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
             eps, probs = _guided_eps(run, x, t, abar_t)
         else:
             with torch.no_grad():
-                eps = _unet(pack, x, t)
+                eps = unet_eps(pack, x, t, run.runtime)
         with torch.no_grad():
             step_noise = noise() if (schedule.kind == "ddpm" or cfg.eta > 0) else None
             if schedule.kind == "ddpm":
@@ -334,38 +516,81 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
                 probs = run.probs_of(x0)
             run.emit(phase="sample", step=k + 1, total=total, timestep=t,
                      batch_index=batch_index, offset=offset, x0=x0, probs=probs)
+    run.flush(block=True)
     return x
 
 
 def guidance_gradient(
     pack: LoadedPack, cfg: SamplingConfig, x: torch.Tensor, t: int, abar_t: torch.Tensor,
-    text_emb: torch.Tensor, logit_scale: torch.Tensor,
+    text_emb: torch.Tensor, logit_scale: torch.Tensor, runtime: Runtime = REFERENCE_RUNTIME,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """d/dx_t of the guidance objective (summed over samples, so per-sample gradients).
 
-    Returns (raw gradient, the UNet's eps at x_t, CLIP image embedding at this step).
+    Returns (raw gradient, the UNet's eps at x_t, CLIP image embedding at this step), all fp32.
     """
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
-        if cfg.clip_input == "x0":
-            eps = _unet(pack, x_in, t)
-            x0 = predict_x0(x_in, eps, abar_t)
+        if runtime.is_reference:
+            obj, eps, emb = _guided_objective(pack, cfg, runtime, x_in, t, abar_t, text_emb, logit_scale)
         else:
-            with torch.no_grad():
-                eps = _unet(pack, x_in, t)
-            x0 = x_in
-        emb = pack.encode_clip_input(clip_view(cfg, x_in, x0), already_normalised=False)
-        obj = objective(cfg, emb, text_emb, logit_scale)
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            xin = x_in.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x_in
+            fn = _guided_forward(pack, cfg, runtime)
+            obj, eps, emb = fn(xin, tt, abar_t, text_emb, logit_scale)
         (grad,) = torch.autograd.grad(obj.sum(), x_in)
     return grad, eps.detach(), emb.detach()
+
+
+def _guided_objective(pack: LoadedPack, cfg: SamplingConfig, runtime: Runtime, x_in: torch.Tensor,
+                      t: int | torch.Tensor, abar_t: torch.Tensor, text_emb: torch.Tensor,
+                      logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The guided step's forward: UNet, predicted x0, CLIP, objective [B] (differentiable in x_in).
+
+    Under a bf16 runtime only the two networks run in bf16; their outputs are upcast, so x0,
+    the logits, the softmax and the objective are fp32.
+    """
+
+    def eps_of(x: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, int):
+            return _unet(pack, x, t)
+        with runtime.autocast(x.device):
+            out = pack.unet(x, t).sample
+        return out.float()
+
+    if cfg.clip_input == "x0":
+        eps = eps_of(x_in)
+        x0 = predict_x0(x_in, eps, abar_t)
+    else:
+        with torch.no_grad():
+            eps = eps_of(x_in)
+        x0 = x_in
+    view = clip_view(cfg, x_in, x0)
+    if runtime.is_reference:
+        emb = pack.encode_clip_input(view, already_normalised=False)
+    else:
+        emb = encode_for_guidance(pack, view.float().contiguous(), runtime)
+    obj = objective(cfg, emb, text_emb, logit_scale)
+    return obj, eps, emb
+
+
+def _guided_forward(pack: LoadedPack, cfg: SamplingConfig, runtime: Runtime) -> Callable[..., Any]:
+    def forward(x_in: torch.Tensor, tt: torch.Tensor, abar_t: torch.Tensor, text_emb: torch.Tensor,
+                logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _guided_objective(pack, cfg, runtime, x_in, tt, abar_t, text_emb, logit_scale)
+
+    if not runtime.compile:
+        return forward
+    key = ("guided", runtime, cfg.method, cfg.clip_input, cfg.seed_preprocess)
+    return _compiled(pack, key, lambda: forward, runtime.compile_mode)
 
 
 def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The guided noise prediction eps_hat and the caption probabilities CLIP gave at this step."""
     cfg = run.cfg
-    grad, eps, emb = guidance_gradient(run.pack, cfg, x, t, abar_t, run.text_emb, run.logit_scale)
-    grad, bad = guidance.drop_nonfinite(grad)
-    run.nonfinite += bad
+    grad, eps, emb = guidance_gradient(run.pack, cfg, x, t, abar_t, run.text_emb, run.logit_scale,
+                                       run.runtime)
+    grad, bad = _drop_nonfinite_lazy(grad)
+    run.count_nonfinite(bad)
     if cfg.grad_norm == "rms":
         grad = guidance.rms_normalise(grad)
     with torch.no_grad():
@@ -373,12 +598,12 @@ def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tup
 
 
 def ddim_chain(pack: LoadedPack, x_T: torch.Tensor, schedule: Schedule,
-               use_checkpoint: bool = True) -> torch.Tensor:
+               use_checkpoint: bool = True, runtime: Runtime = REFERENCE_RUNTIME) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from x_T to x0, differentiable; per-step checkpointing keeps
     only each step's input alive, so memory grows with the number of steps by one image each."""
 
     def one_step(x: torch.Tensor, k: int) -> torch.Tensor:
-        eps = _unet(pack, x, schedule.timesteps[k])
+        eps = unet_eps(pack, x, schedule.timesteps[k], runtime)
         x_prev, _ = ddim_step(x, eps, schedule.abar[k], schedule.abar_prev[k], 0.0, None,
                               schedule.clip_sample)
         return x_prev
@@ -392,37 +617,49 @@ def ddim_chain(pack: LoadedPack, x_T: torch.Tensor, schedule: Schedule,
     return x
 
 
+def optimize_iteration(run: _Run, param: torch.Tensor, schedule: Schedule,
+                       use_checkpoint: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward and backward pass of x_T optimisation: fills ``param.grad``.
+
+    Returns (x0 of the chain, its CLIP embedding, the per-sample cosine loss), detached.
+    """
+    with torch.enable_grad():
+        x0 = ddim_chain(run.pack, param, schedule, use_checkpoint, run.runtime)
+        emb = (run.pack.encode_image(to_unit_range(x0)) if run.runtime.is_reference
+               else encode_for_guidance(run.pack, to_unit_range(x0), run.runtime))
+        loss = guidance.cosine_distance(emb, run.text_emb[0])
+        # Summed, so each sample's gradient is its own (independent of the batch).
+        loss.sum().backward()
+    return x0.detach(), emb.detach(), loss.detach()
+
+
 def _optimize_xT(run: _Run, x_T: torch.Tensor, schedule: Schedule, batch_index: int,
                  offset: int, use_checkpoint: bool = True) -> torch.Tensor | None:
     """Adam on x_T so that the DDIM chain's image minimises CLIP's cosine distance to the prompt."""
     cfg, pack = run.cfg, run.pack
     param = x_T.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([param], lr=cfg.lr)
-    target = run.text_emb[0]
     iters = cfg.opt_iters
     for it in range(iters):
         if run.cancelled:
+            run.flush(block=True)
             return None
         opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            x0 = ddim_chain(pack, param, schedule, use_checkpoint)
-            emb = pack.encode_image(to_unit_range(x0))
-            loss = guidance.cosine_distance(emb, target)
-            # Summed, so each sample's gradient is its own (independent of the batch).
-            loss.sum().backward()
-        grad, bad = guidance.drop_nonfinite(param.grad)
-        run.nonfinite += bad
+        x0, emb, loss = optimize_iteration(run, param, schedule, use_checkpoint)
+        grad, bad = _drop_nonfinite_lazy(param.grad)
+        run.count_nonfinite(bad)
         param.grad = grad
         opt.step()
-        mean_loss = float(loss.detach().mean())
+        mean_loss = float(loss.mean())
         if batch_index == 0:
             run.losses.append(mean_loss)
         if run.should_emit(it + 1, iters):
             run.emit(phase="optimize", step=it + 1, total=iters, timestep=0,
-                     batch_index=batch_index, offset=offset, x0=x0.detach(),
-                     probs=run.probs(emb.detach()), loss=mean_loss)
+                     batch_index=batch_index, offset=offset, x0=x0,
+                     probs=run.probs(emb), loss=mean_loss)
+    run.flush(block=True)
     with torch.no_grad():
-        return ddim_chain(pack, param.detach(), schedule, use_checkpoint=False)
+        return ddim_chain(pack, param.detach(), schedule, use_checkpoint=False, runtime=run.runtime)
 
 
 def load_init_image(path: str, size: int, channels: int, device: torch.device) -> torch.Tensor:
@@ -464,6 +701,7 @@ def sample(
     cancel: threading.Event | None = None,
     indices: Sequence[int] | None = None,
     on_batch: Callable[[list[int], np.ndarray, np.ndarray], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> RunResult:
     """Run ``cfg`` (resolved and validated) on ``pack``; blocking.
 
@@ -472,9 +710,13 @@ def sample(
     samples to make (default: 0..n-1), e.g. one rank's share. ``on_batch(indices, images,
     probs)`` is called as each batch finishes (to write it at once). On CUDA out-of-memory a batch is
     split in two and retried (the samples do not change: they depend only on seed and index).
+    ``runtime`` says how to execute (precision, compile, ...); default
+    ``Runtime.for_device(pack.device)``: the unchanged fp32 eager path on the CPU.
     """
+    runtime = Runtime.for_device(pack.device) if runtime is None else runtime
+    _prepare(pack, runtime)
     idx = list(range(cfg.n)) if indices is None else list(indices)
-    run = _Run(pack, cfg, on_event, cancel, n_total=len(idx))
+    run = _Run(pack, cfg, on_event, cancel, n_total=len(idx), runtime=runtime)
     batch = cfg.batch or len(idx)
     chunks = [idx[i : i + batch] for i in range(0, len(idx), batch)]
     run.n_batches = len(chunks)
@@ -492,6 +734,7 @@ def sample(
         except RuntimeError as exc:
             if not (_is_oom(exc) and len(chunk) > 1):
                 raise
+            run._pending.clear()
             if pack.device.type == "cuda":
                 torch.cuda.empty_cache()
             half = len(chunk) // 2
@@ -528,6 +771,8 @@ def sample(
     )
     if run.oom_splits:
         result.extra["oom_splits"] = run.oom_splits
+    if not runtime.is_reference:
+        result.extra["runtime"] = runtime.describe()
     if not completed and run.last_preview is not None:
         result.extra["partial_preview"] = run.last_preview
     return result

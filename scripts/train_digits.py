@@ -42,13 +42,26 @@ from clipterm.judge import DigitJudge, JudgeConfig, save_judge  # noqa: E402
 CLIP_NAME = "clipterm-digits-clip"
 IMAGE_SIZE = 32
 PARTS = ("judge", "clip", "ddpm")
+MIN_SNR_GAMMA = 5.0
 
 CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 4, "width": 96, "head_width": 32,
-                   "layers": 3, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3,
-                 "mlp_ratio": 2.0},
+    "vision_cfg": {
+        "image_size": IMAGE_SIZE,
+        "patch_size": 8,
+        "width": 96,
+        "head_width": 32,
+        "layers": 3,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {
+        "context_length": 16,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 4,
+        "layers": 2,
+        "mlp_ratio": 2.0,
+    },
 }
 
 UNET_CONFIG: dict[str, Any] = {
@@ -73,10 +86,22 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "{name}", "{name}", "{name}", "{digit}", "the digit {name}", "the number {name}",
-    "a handwritten {digit}", "a handwritten {name}", "a photo of the number {name}",
-    "a photo of a {digit}", "an image of the digit {digit}", "a {name}", "number {digit}",
-    "a drawing of a {name}", "a blurry {name}", "a white {digit} on black",
+    "{name}",
+    "{name}",
+    "{name}",
+    "{digit}",
+    "the digit {name}",
+    "the number {name}",
+    "a handwritten {digit}",
+    "a handwritten {name}",
+    "a photo of the number {name}",
+    "a photo of a {digit}",
+    "an image of the digit {digit}",
+    "a {name}",
+    "number {digit}",
+    "a drawing of a {name}",
+    "a blurry {name}",
+    "a white {digit} on black",
 )
 
 
@@ -111,7 +136,11 @@ def cosine_lr(step: int, total: int, warmup: int, floor: float = 0.05) -> float:
 
 
 def random_affine(
-    x: torch.Tensor, gen: torch.Generator, shift_px: float, scale: tuple[float, float], rot_deg: float
+    x: torch.Tensor,
+    gen: torch.Generator,
+    shift_px: float,
+    scale: tuple[float, float],
+    rot_deg: float,
 ) -> torch.Tensor:
     """Per-sample random shift / isotropic scale / rotation of images ``[B, C, H, W]``."""
     b, _, h, _ = x.shape
@@ -137,8 +166,12 @@ def random_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 5) -> torch.
     k = torch.exp(-0.5 * (r[None] / s) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [B*C, K]
     y = x.reshape(1, b * c, h, w)
-    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="replicate"), k[:, None, None, :], groups=b * c)
-    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), k[:, None, :, None], groups=b * c)
+    y = F.conv2d(
+        F.pad(y, (radius, radius, 0, 0), mode="replicate"), k[:, None, None, :], groups=b * c
+    )
+    y = F.conv2d(
+        F.pad(y, (0, 0, radius, radius), mode="replicate"), k[:, None, :, None], groups=b * c
+    )
     return y.reshape(b, c, h, w)
 
 
@@ -161,7 +194,14 @@ def clip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     contrast = 0.35 + 0.9 * rand(b)
     contrast = torch.where(rand(b) < 0.5, torch.ones_like(contrast), contrast)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = mean + contrast[:, None, None, None] * (x - mean) + (rand(b) - 0.5)[:, None, None, None] * 0.2
+    x = (
+        mean
+        + contrast[:, None, None, None] * (x - mean)
+        + (rand(b) - 0.5)[:, None, None, None] * 0.2
+    )
+    # Per-channel gains: the data is grey, so teach the model to ignore colour casts.
+    gains = 1 + (rand(b, 3) - 0.5) * 0.3 * (rand(b, 1) < 0.3).float()
+    x = x * gains[:, :, None, None]
     noise_on = (rand(b) < 0.5).float() * rand(b) * 0.25
     x = x + noise_on[:, None, None, None] * torch.randn(x.shape, generator=gen).to(dev)
     return x.clamp(0.0, 1.0)
@@ -171,7 +211,14 @@ def clip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(
-    out: Path, *, seed: int, epochs: int, batch: int, lr: float, device: str, log: bool = True,
+    out: Path,
+    *,
+    seed: int,
+    epochs: int,
+    batch: int,
+    lr: float,
+    device: str,
+    log: bool = True,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train, save under ``out`` and return the manifest entry; ``max_steps`` cuts it short (tests)."""
@@ -210,12 +257,19 @@ def train_judge(
     train_acc = judge_accuracy(model, xt, yt, device)
     save_judge(model.cpu(), out / "judge")
     if log:
-        print(f"[judge] held-out accuracy {acc:.4f} (train {train_acc:.4f}) in {wall:.0f}s", flush=True)
+        print(
+            f"[judge] held-out accuracy {acc:.4f} (train {train_acc:.4f}) in {wall:.0f}s",
+            flush=True,
+        )
     return {
         "architecture": "DigitJudge (conv-BN-ReLU x2 + max-pool per stage, GAP, 128-d features)",
         "params": count_params(model),
         "objective": "cross-entropy, label smoothing 0.05",
-        "seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "steps": step,
+        "seed": seed,
+        "epochs": epochs,
+        "batch": batch,
+        "lr": lr,
+        "steps": step,
         "optimizer": "AdamW wd 5e-4, warmup + cosine",
         "augmentations": "shift +-2px, scale 0.9-1.1, rotation +-10 deg, noise std 0.03",
         "wall_time_s": round(wall, 1),
@@ -226,7 +280,9 @@ def train_judge(
 
 @torch.no_grad()
 def judge_accuracy(model: DigitJudge, x: torch.Tensor, y: torch.Tensor, device: str) -> float:
-    preds = torch.cat([model(x[i : i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
+    preds = torch.cat(
+        [model(x[i : i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)]
+    )
     return float((preds == y).float().mean())
 
 
@@ -259,22 +315,40 @@ def clip_normalize(model: Any, x01: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def clip_zero_shot(model: Any, tokenizer: Any, x01: torch.Tensor, y: torch.Tensor, device: str) -> float:
+def clip_zero_shot(
+    model: Any, tokenizer: Any, x01: torch.Tensor, y: torch.Tensor, device: str
+) -> float:
     """Accuracy of argmax over the ten plain class names ("zero" .. "nine")."""
     model.eval()
     text = F.normalize(model.encode_text(tokenizer(list(DIGIT_NAMES)).to(device)), dim=-1)
     correct = 0
     for i in range(0, len(x01), 256):
-        img = F.normalize(model.encode_image(clip_normalize(model, x01[i : i + 256].to(device))), dim=-1)
+        img = F.normalize(
+            model.encode_image(clip_normalize(model, x01[i : i + 256].to(device))), dim=-1
+        )
         correct += int(((img @ text.T).argmax(1).cpu() == y[i : i + 256]).sum())
     return correct / len(x01)
 
 
 def train_clip(
-    out: Path, *, seed: int, epochs: int, batch: int, lr: float, device: str, log: bool = True,
+    out: Path,
+    *,
+    seed: int,
+    epochs: int,
+    batch: int,
+    lr: float,
+    device: str,
+    log: bool = True,
     max_steps: int | None = None,
+    adv_eps: float = 0.0,
+    adv_start: int = 0,
 ) -> dict[str, Any]:
-    """Train, save under ``out`` and return the manifest entry; ``max_steps`` cuts it short (tests)."""
+    """Train, save under ``out`` and return the manifest entry; ``max_steps`` cuts it short (tests).
+
+    From epoch ``adv_start`` on, images are perturbed adversarially (one FGSM step from a random
+    start, L-inf radius ``adv_eps`` in [0, 1] pixel units) before the update: this makes the
+    input-gradients used for guidance smooth and digit-shaped instead of high-frequency noise.
+    """
     import open_clip
     from safetensors.torch import save_file
 
@@ -298,11 +372,12 @@ def train_clip(
     no_decay = [p for n, p in trainable if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(0.9, 0.98),
+        lr=lr,
+        betas=(0.9, 0.98),
     )
     steps_per_epoch = math.ceil(len(xt) / batch)
     total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, min(100, total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, min(50, total)))
     t0 = time.time()
     step = 0
     for epoch in range(epochs):
@@ -315,15 +390,26 @@ def train_clip(
             labels = yt[idx]
             images = clip_augment(xt[idx].to(device), gen)
             pick = torch.stack(
-                [by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,), generator=gen)][0]
-                 for c in labels]
+                [
+                    by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,), generator=gen)][0]
+                    for c in labels
+                ]
             )
-            img = F.normalize(model.encode_image(clip_normalize(model, images)), dim=-1)
-            txt = F.normalize(model.encode_text(tokens[pick].to(device)), dim=-1)
-            logits = model.logit_scale.exp() * img @ txt.T
             # InfoNCE where every caption of the same class is a positive (classes repeat in a batch).
             same = (labels[:, None] == labels[None, :]).float().to(device)
             target = same / same.sum(1, keepdim=True)
+            txt = F.normalize(model.encode_text(tokens[pick].to(device)), dim=-1)
+            if adv_eps > 0 and epoch >= adv_start:
+                delta = (torch.rand(images.shape, generator=gen).to(device) * 2 - 1) * adv_eps
+                delta.requires_grad_(True)
+                img = F.normalize(model.encode_image(clip_normalize(model, images + delta)), dim=-1)
+                adv_logits = model.logit_scale.exp() * img @ txt.detach().T
+                adv_loss = torch.sum(-target * F.log_softmax(adv_logits, 1), 1).mean()
+                (grad,) = torch.autograd.grad(adv_loss, delta)
+                delta = (delta + 1.25 * adv_eps * grad.sign()).clamp(-adv_eps, adv_eps)
+                images = (images + delta).clamp(0, 1).detach()
+            img = F.normalize(model.encode_image(clip_normalize(model, images)), dim=-1)
+            logits = model.logit_scale.exp() * img @ txt.T
             loss = 0.5 * (
                 torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
                 + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
@@ -347,33 +433,54 @@ def train_clip(
             )
     wall = time.time() - t0
     weights = folder / "open_clip_model.safetensors"
-    state = {k: v.detach().cpu().to(torch.float16).contiguous() if v.is_floating_point()
-             else v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu().to(torch.float16).contiguous()
+        if v.is_floating_point()
+        else v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(weights), metadata={"format": "pt"})
 
     # Score the shipped file through the same path the sampler uses.
-    loaded, _, _ = open_clip.create_model_and_transforms(CLIP_NAME, pretrained=str(weights), device=device)
+    loaded, _, _ = open_clip.create_model_and_transforms(
+        CLIP_NAME, pretrained=str(weights), device=device
+    )
     acc = clip_zero_shot(loaded, tokenizer, x[test_idx], y[test_idx], device)
-    aug_acc = clip_zero_shot(loaded, tokenizer, clip_augment(x[test_idx], torch.Generator().manual_seed(1)),
-                             y[test_idx], device)
+    aug_acc = clip_zero_shot(
+        loaded,
+        tokenizer,
+        clip_augment(x[test_idx], torch.Generator().manual_seed(1)),
+        y[test_idx],
+        device,
+    )
     if log:
-        print(f"[clip] held-out zero-shot {acc:.4f} (augmented {aug_acc:.4f}) in {wall:.0f}s", flush=True)
+        print(
+            f"[clip] held-out zero-shot {acc:.4f} (augmented {aug_acc:.4f}) in {wall:.0f}s",
+            flush=True,
+        )
     return {
         "open_clip_name": CLIP_NAME,
         "params": count_params(model),
-        "params_without_token_embedding": count_params(model) - model.token_embedding.weight.numel(),
+        "params_without_token_embedding": count_params(model)
+        - model.token_embedding.weight.numel(),
         "stored_dtype": "float16",
         "preprocess_mean": list(loaded.visual.preprocess_cfg["mean"]),
         "preprocess_std": list(loaded.visual.preprocess_cfg["std"]),
         "objective": "InfoNCE (multi-positive: same-class captions), learnable logit scale",
         "captions_per_class": len(CAPTION_TEMPLATES),
         "caption_templates": list(CAPTION_TEMPLATES),
-        "seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "steps": step,
+        "seed": seed,
+        "epochs": epochs,
+        "batch": batch,
+        "lr": lr,
+        "steps": step,
         "optimizer": "AdamW betas (0.9, 0.98), wd 0.05 on matrices, warmup + cosine; "
-                     "token embedding frozen at its random init",
+        "token embedding frozen at its random init",
         "augmentations": "shift +-2.5px, scale 0.8-1.15, rotation +-12 deg, 30%: blend <=35% of "
-                         "another digit, 60%: Gaussian blur sigma 0-2.5, 50%: contrast 0.35-1.25, "
-                         "brightness +-0.1, 50%: Gaussian noise std 0-0.25",
+        "another digit, 60%: Gaussian blur sigma 0-2.5, 50%: contrast 0.35-1.25, "
+        "brightness +-0.1, 30%: per-channel gains 0.85-1.15, 50%: Gaussian noise std 0-0.25",
+        "adversarial_training": f"FGSM with random start, L-inf eps {adv_eps} (pixels in [0, 1]), "
+        f"from epoch {adv_start}",
         "final_loss": round(float(loss.item()), 4),
         "logit_scale": round(float(model.logit_scale.exp().item()), 2),
         "wall_time_s": round(wall, 1),
@@ -386,9 +493,22 @@ def train_clip(
 
 
 def train_ddpm(
-    out: Path, *, seed: int, steps: int, batch: int, lr: float, ema_decay: float, device: str,
-    log: bool = True, sample_check: int = 64,
+    out: Path,
+    *,
+    seed: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    ema_decay: float,
+    device: str,
+    log: bool = True,
+    sample_check: int = 64,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
+    """Train, save the EMA weights under ``out/ddpm`` and return the manifest entry.
+
+    ``max_minutes`` stops early on a slow or shared machine (the schedule stays the one for
+    ``steps``); the manifest records the steps actually taken."""
     from diffusers import DDPMScheduler, UNet2DModel
 
     gen = seed_everything(seed)
@@ -398,62 +518,94 @@ def train_ddpm(
     ema = deepcopy(unet).eval().requires_grad_(False)
     scheduler = DDPMScheduler(**SCHEDULER_CONFIG)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, min(200, steps), 0.1))
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr / min(200, steps), weight_decay=0.0)
     t0 = time.time()
     running = 0.0
     losses: list[float] = []
     unet.train()
+    done = 0
     for step in range(steps):
+        if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+            break
         idx = torch.randint(len(data), (batch,), generator=gen).to(device)
         x0 = data[idx]
-        t = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (batch,), generator=gen).to(device)
+        t = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (batch,), generator=gen).to(
+            device
+        )
         noise = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(xt, t).sample, noise)
+        # Min-SNR-5 weighting (epsilon form: min(SNR, 5) / SNR) speeds up convergence a lot;
+        # the model still predicts epsilon.
+        snr = a.flatten() / (1 - a.flatten())
+        weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
+        per_sample = (unet(xt, t).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (weight * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        sched.step()
+        # Warmup, then cosine to 10% over the planned steps or the time budget, whichever ends first.
+        done_frac = (step + 1) / steps
+        if max_minutes:
+            done_frac = max(done_frac, (time.time() - t0) / (60 * max_minutes))
+        warm = min(1.0, (step + 1) / min(200, steps))
+        for group in opt.param_groups:
+            group["lr"] = (
+                lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done_frac))))
+            )
         decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
                 pe.lerp_(p, 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         losses.append(loss.item())
-        if log and ((step + 1) % 100 == 0 or step + 1 == steps):
+        done = step + 1
+        if log and ((step + 1) % 50 == 0 or step + 1 == steps):
             el = time.time() - t0
-            print(f"[ddpm] step {step + 1}/{steps} loss {running:.4f} ({el:.0f}s, "
-                  f"eta {el / (step + 1) * (steps - step - 1):.0f}s)", flush=True)
+            print(
+                f"[ddpm] step {step + 1}/{steps} loss {running:.4f} ({el:.0f}s, "
+                f"eta {el / (step + 1) * (steps - step - 1):.0f}s)",
+                flush=True,
+            )
     wall = time.time() - t0
     folder = out / "ddpm"
     ema.cpu().save_pretrained(folder / "unet", safe_serialization=True)
     scheduler.save_pretrained(folder / "scheduler")
-    tail = losses[-min(len(losses), 200):]
+    tail = losses[-min(len(losses), 200) :]
     info: dict[str, Any] = {
         "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()},
         "scheduler_config": SCHEDULER_CONFIG,
         "params": count_params(unet),
-        "objective": "epsilon MSE, t uniform in [0, 1000)",
-        "seed": seed, "steps": steps, "batch": batch, "lr": lr, "ema_decay": ema_decay,
-        "epochs_equivalent": round(steps * batch / len(train_idx), 1),
-        "optimizer": "AdamW, grad-clip 1.0, warmup 200 + cosine to 10%",
+        "objective": "epsilon MSE with min-SNR-5 weighting, t uniform in [0, 1000)",
+        "seed": seed,
+        "steps": done,
+        "scheduled_steps": steps,
+        "max_minutes": max_minutes,
+        "batch": batch,
+        "lr": lr,
+        "ema_decay": ema_decay,
+        "epochs_equivalent": round(done * batch / len(train_idx), 1),
+        "optimizer": "AdamW, grad-clip 1.0, warmup 200 + cosine to 10% over the planned "
+        "steps or the time budget, whichever ends first",
         "augmentations": "none",
         "saved_weights": "EMA",
         "wall_time_s": round(wall, 1),
         "final_loss_last200_mean": round(float(np.mean(tail)), 4),
     }
     if sample_check:
-        info["unconditional_samples"] = ddpm_sample_check(folder, out / "judge", sample_check, seed, device)
+        info["unconditional_samples"] = ddpm_sample_check(
+            folder, out / "judge", sample_check, seed, device
+        )
         if log:
             print(f"[ddpm] sample check {info['unconditional_samples']}", flush=True)
     return info
 
 
 @torch.no_grad()
-def ddim_samples(folder: Path, n: int, seed: int, steps: int = 50, device: str = "cpu") -> torch.Tensor:
+def ddim_samples(
+    folder: Path, n: int, seed: int, steps: int = 50, device: str = "cpu"
+) -> torch.Tensor:
     """``n`` unconditional DDIM samples (eta 0) from a saved pack, as [0, 1] images [n, 3, H, W]."""
     from diffusers import DDIMScheduler, UNet2DModel
 
@@ -468,7 +620,9 @@ def ddim_samples(folder: Path, n: int, seed: int, steps: int = 50, device: str =
 
 
 @torch.no_grad()
-def ddpm_sample_check(folder: Path, judge_folder: Path, n: int, seed: int, device: str) -> dict[str, Any]:
+def ddpm_sample_check(
+    folder: Path, judge_folder: Path, n: int, seed: int, device: str
+) -> dict[str, Any]:
     """Judge statistics of ``n`` unconditional DDIM-50 samples next to the same on real test digits."""
     from clipterm.judge import load_judge
 
@@ -504,22 +658,24 @@ def write_manifest(out: Path, results: dict[str, Any], args: argparse.Namespace)
         manifest = json.loads(path.read_text(encoding="utf-8"))
     _, labels = load_digit_images(IMAGE_SIZE)
     train_idx, test_idx = digit_split(labels, seed=0)
-    manifest.update({
-        "name": "digits",
-        "trained_by": "scripts/train_digits.py",
-        "data": {
-            "source": "sklearn.datasets.load_digits (1797 8x8 images, values 0..16, 10 classes)",
-            "rendering": "bicubic upsample to 24x24, centred on a 32x32 black canvas, white digit, "
-                         "grey replicated to RGB (clipterm.data.load_digit_images)",
-            "split": "clipterm.data.digit_split(labels, seed=0): stratified, 20% per class held out",
-            "train_size": int(len(train_idx)),
-            "test_size": int(len(test_idx)),
-        },
-        "image_size": IMAGE_SIZE,
-        "device": args.device,
-        "threads": args.threads,
-        "torch_version": torch.__version__,
-    })
+    manifest.update(
+        {
+            "name": "digits",
+            "trained_by": "scripts/train_digits.py",
+            "data": {
+                "source": "sklearn.datasets.load_digits (1797 8x8 images, values 0..16, 10 classes)",
+                "rendering": "bicubic upsample to 24x24, centred on a 32x32 black canvas, white digit, "
+                "grey replicated to RGB (clipterm.data.load_digit_images)",
+                "split": "clipterm.data.digit_split(labels, seed=0): stratified, 20% per class held out",
+                "train_size": int(len(train_idx)),
+                "test_size": int(len(test_idx)),
+            },
+            "image_size": IMAGE_SIZE,
+            "device": args.device,
+            "threads": args.threads,
+            "torch_version": torch.__version__,
+        }
+    )
     models = manifest.setdefault("models", {})
     models.update(results)
     sizes = file_sizes(out)
@@ -531,7 +687,9 @@ def write_manifest(out: Path, results: dict[str, Any], args: argparse.Namespace)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=ROOT / "clipterm" / "packs" / "digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=",".join(PARTS), help="comma list of parts: judge,clip,ddpm")
@@ -540,14 +698,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--judge-epochs", type=int, default=12)
     p.add_argument("--judge-batch", type=int, default=64)
     p.add_argument("--judge-lr", type=float, default=2e-3)
-    p.add_argument("--clip-epochs", type=int, default=15)
+    p.add_argument("--clip-epochs", type=int, default=40)
     p.add_argument("--clip-batch", type=int, default=64)
-    p.add_argument("--clip-lr", type=float, default=1e-3)
-    p.add_argument("--ddpm-steps", type=int, default=1500)
-    p.add_argument("--ddpm-batch", type=int, default=48)
+    p.add_argument("--clip-lr", type=float, default=2e-3)
+    p.add_argument("--clip-adv-eps", type=float, default=0.05)
+    p.add_argument("--clip-adv-start", type=int, default=20, help="first adversarial epoch")
+    p.add_argument("--ddpm-steps", type=int, default=3000)
+    p.add_argument("--ddpm-batch", type=int, default=32)
     p.add_argument("--ddpm-lr", type=float, default=2e-3)
-    p.add_argument("--ddpm-ema", type=float, default=0.998)
-    p.add_argument("--sample-check", type=int, default=64, help="unconditional samples to judge (0: skip)")
+    p.add_argument("--ddpm-ema", type=float, default=0.995)
+    p.add_argument(
+        "--ddpm-max-minutes",
+        type=float,
+        default=27.0,
+        help="stop the DDPM early after this long (0: no limit)",
+    )
+    p.add_argument(
+        "--sample-check", type=int, default=64, help="unconditional samples to judge (0: skip)"
+    )
     args = p.parse_args(argv)
     parts = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -565,15 +733,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     t0 = time.time()
     if "judge" in args.parts:
-        results["judge"] = train_judge(out, seed=args.seed, epochs=args.judge_epochs,
-                                       batch=args.judge_batch, lr=args.judge_lr, device=args.device)
+        results["judge"] = train_judge(
+            out,
+            seed=args.seed,
+            epochs=args.judge_epochs,
+            batch=args.judge_batch,
+            lr=args.judge_lr,
+            device=args.device,
+        )
+        write_manifest(out, results, args)
     if "clip" in args.parts:
-        results["clip"] = train_clip(out, seed=args.seed, epochs=args.clip_epochs,
-                                     batch=args.clip_batch, lr=args.clip_lr, device=args.device)
+        results["clip"] = train_clip(
+            out,
+            seed=args.seed,
+            epochs=args.clip_epochs,
+            batch=args.clip_batch,
+            lr=args.clip_lr,
+            device=args.device,
+            adv_eps=args.clip_adv_eps,
+            adv_start=args.clip_adv_start,
+        )
+        write_manifest(out, results, args)
     if "ddpm" in args.parts:
-        results["ddpm"] = train_ddpm(out, seed=args.seed, steps=args.ddpm_steps, batch=args.ddpm_batch,
-                                     lr=args.ddpm_lr, ema_decay=args.ddpm_ema, device=args.device,
-                                     sample_check=args.sample_check)
+        results["ddpm"] = train_ddpm(
+            out,
+            seed=args.seed,
+            steps=args.ddpm_steps,
+            batch=args.ddpm_batch,
+            lr=args.ddpm_lr,
+            ema_decay=args.ddpm_ema,
+            device=args.device,
+            sample_check=args.sample_check,
+            max_minutes=args.ddpm_max_minutes or None,
+        )
     path = write_manifest(out, results, args)
     print(f"wrote {path} ({time.time() - t0:.0f}s total)", flush=True)
     return 0

@@ -37,7 +37,9 @@ def heldout() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def train_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_digits", ROOT / "scripts" / "train_digits.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_digits", ROOT / "scripts" / "train_digits.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -116,7 +118,9 @@ def test_judge_save_load_round_trip(tmp_path: Path) -> None:
         assert torch.allclose(model(x), loaded(x), atol=1e-6)
 
 
-def test_clip_loads_through_open_clip_and_classifies(heldout: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_clip_loads_through_open_clip_and_classifies(
+    heldout: tuple[torch.Tensor, torch.Tensor],
+) -> None:
     import open_clip
 
     x, y = heldout
@@ -188,12 +192,23 @@ def test_pack_registry_entry_resolves() -> None:
 def test_training_script_runs_at_tiny_size(train_script: ModuleType, tmp_path: Path) -> None:
     torch.set_num_threads(2)
     out = tmp_path / "digits"
-    judge = train_script.train_judge(out, seed=0, epochs=1, batch=16, lr=1e-3, device="cpu",
-                                     log=False, max_steps=2)
-    clip = train_script.train_clip(out, seed=0, epochs=1, batch=16, lr=1e-3, device="cpu",
-                                   log=False, max_steps=2)
-    ddpm = train_script.train_ddpm(out, seed=0, steps=2, batch=4, lr=1e-3, ema_decay=0.99,
-                                   device="cpu", log=False, sample_check=2)
+    judge = train_script.train_judge(
+        out, seed=0, epochs=1, batch=16, lr=1e-3, device="cpu", log=False, max_steps=2
+    )
+    clip = train_script.train_clip(
+        out, seed=0, epochs=1, batch=16, lr=1e-3, device="cpu", log=False, max_steps=2
+    )
+    ddpm = train_script.train_ddpm(
+        out,
+        seed=0,
+        steps=2,
+        batch=4,
+        lr=1e-3,
+        ema_decay=0.99,
+        device="cpu",
+        log=False,
+        sample_check=2,
+    )
     assert judge["steps"] == 2 and clip["steps"] == 2 and ddpm["steps"] == 2
     assert 0.0 <= clip["heldout_zero_shot_accuracy"] <= 1.0
     assert ddpm["unconditional_samples"]["n"] == 2
@@ -202,8 +217,11 @@ def test_training_script_runs_at_tiny_size(train_script: ModuleType, tmp_path: P
         out, {"judge": judge, "clip": clip, "ddpm": ddpm}, args
     )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    for rel in ("judge/model.safetensors", "clip/open_clip_model.safetensors",
-                "ddpm/unet/diffusion_pytorch_model.safetensors",
-                "ddpm/scheduler/scheduler_config.json"):
+    for rel in (
+        "judge/model.safetensors",
+        "clip/open_clip_model.safetensors",
+        "ddpm/unet/diffusion_pytorch_model.safetensors",
+        "ddpm/scheduler/scheduler_config.json",
+    ):
         assert rel in manifest["files"]
     assert set(manifest["models"]) == {"judge", "clip", "ddpm"}

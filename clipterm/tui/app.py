@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -251,6 +252,10 @@ class ClipTermApp(App[None]):
         self._preload_timer: Any = None
         self._form_valid: bool | None = None
         self.runs_ended = 0  # how many runs have ended (tests and scripts wait on it)
+        # perf_counter stamps for latency measurements (tests/tui/measure_latency.py)
+        self.run_pressed_at = 0.0
+        self.first_preview_at = 0.0
+        self.selection_changed_at = 0.0
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -380,7 +385,13 @@ class ClipTermApp(App[None]):
         if not delay:
             self._start_preload()
 
+    def _alive(self) -> bool:
+        """False while the app is shutting down (widgets may be gone; late messages are dropped)."""
+        return self.is_running and bool(self.screen_stack) and bool(self.query(RunForm))
+
     def _start_preload(self) -> None:
+        if not self._alive():
+            return
         values = self.form.state.values
         model, device = values.get("model", "").strip(), values.get("device", "auto")
         if not model or self.form.state.error_field == "model":
@@ -399,6 +410,8 @@ class ClipTermApp(App[None]):
 
     @on(PackReady)
     def _pack_ready(self, message: PackReady) -> None:
+        if not self._alive():
+            return
         pack = message.pack
         train_steps = getattr(pack, "train_steps", None)
         if isinstance(train_steps, int) and self.form.train_steps.get(message.model) != train_steps:
@@ -409,6 +422,8 @@ class ClipTermApp(App[None]):
 
     @on(PackFailed)
     def _pack_failed(self, message: PackFailed) -> None:
+        if not self._alive():
+            return
         text = f"model {message.model} ({message.device}): {describe_error(message.error)}"
         self.log_panel.error(text)
         self.notify(text, severity="error", timeout=8)
@@ -455,6 +470,8 @@ class ClipTermApp(App[None]):
         self.last_event = None
         self.events_shown = 0
         self.grid.set_rows([], selected=0)
+        self.run_pressed_at = time.perf_counter()
+        self.first_preview_at = 0.0
         self.running = True
         self.add_class("-running")
         self.refresh_bindings()
@@ -513,6 +530,8 @@ class ClipTermApp(App[None]):
 
     def pull_events(self) -> None:
         """Timer callback: show the newest event, if any (coalesced, bounded rate)."""
+        if not self._alive():
+            return
         event = self._slot.take()
         if event is None:
             return
@@ -528,7 +547,12 @@ class ClipTermApp(App[None]):
                 self._live_row = PreviewRow(
                     label, event.preview, event.probs, event.sample_offset, event.captions
                 )
+                had_samples = bool(self.grid.count)
                 self.grid.set_rows([*self._done_rows, self._live_row])
+                if not had_samples:
+                    self.refresh_bindings()  # next / previous sample become available
+                    if not self.first_preview_at:
+                        self.first_preview_at = time.perf_counter()
             self._show_selection(event.captions, event.mean_probs)
 
     def _cuda_memory(self) -> str | None:
@@ -560,6 +584,8 @@ class ClipTermApp(App[None]):
 
     @on(ResultReady)
     def _result_ready(self, message: ResultReady) -> None:
+        if not self._alive():
+            return
         self.pull_events()  # the newest step first, then the result replaces it
         result = message.result
         self.results.append((result, message.pack_name))
@@ -592,6 +618,8 @@ class ClipTermApp(App[None]):
 
     @on(RunFailed)
     def _run_failed(self, message: RunFailed) -> None:
+        if not self._alive():
+            return
         text = describe_error(message.error, message.cfg)
         self.notify(text, title="Run failed", severity="error", timeout=10)
         self.log_panel.error(f"run failed: {text}")
@@ -601,6 +629,9 @@ class ClipTermApp(App[None]):
 
     @on(RunEnded)
     def _run_ended(self) -> None:
+        if not self._alive():
+            self.running = False
+            return
         self.pull_events()
         self._tick.pause()
         self.running = False
@@ -656,6 +687,7 @@ class ClipTermApp(App[None]):
         if not self.grid.count:
             return
         self.grid.select(self.grid.selected + delta)
+        self.selection_changed_at = time.perf_counter()
         mean = self.last_event.mean_probs if self.running and self.last_event is not None else None
         self._show_selection(None, mean)
 

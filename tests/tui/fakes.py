@@ -27,8 +27,13 @@ class FakePack:
     default_prompt: str = "seven"
     defaults: dict[str, Any] = field(
         default_factory=lambda: {
-            "sampler": "ddim", "steps": 10, "batch": 100, "scale": 0.0, "opt_iters": 3,
-            "lr": 0.05, "methods": {"contrastive": {"scale": 2.0}, "spherical": {"scale": 5.0}},
+            "sampler": "ddim",
+            "steps": 10,
+            "batch": 100,
+            "scale": 0.0,
+            "opt_iters": 3,
+            "lr": 0.05,
+            "methods": {"contrastive": {"scale": 2.0}, "spherical": {"scale": 5.0}},
         }
     )
     device: str = "cpu"
@@ -48,7 +53,9 @@ class FakeLoader:
         return FakePack()
 
 
-def fake_images(seed: int, indices: range | list[int], step: int, total: int, size: int) -> np.ndarray:
+def fake_images(
+    seed: int, indices: range | list[int], step: int, total: int, size: int
+) -> np.ndarray:
     """Smooth deterministic pictures that sharpen as the run goes."""
     yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
     out = []
@@ -74,19 +81,21 @@ class FakeRunner:
     """Emits ``cfg.steps`` events per batch; honours cancel between steps.
 
     ``delay``: seconds per step. ``pause_at``: block at that step until ``release`` is set
-    (mid-run snapshots). ``fail_at``: raise ``error`` at that step.
+    (mid-run snapshots), only in batch ``pause_batch`` if given. ``fail_at``: raise ``error`` at that step.
     """
 
     def __init__(
         self,
         delay: float = 0.0,
         pause_at: int | None = None,
+        pause_batch: int | None = None,
         fail_at: int | None = None,
         error: BaseException | None = None,
         size: int = 16,
     ) -> None:
         self.delay = delay
         self.pause_at = pause_at
+        self.pause_batch = pause_batch
         self.fail_at = fail_at
         self.error = error or RuntimeError("boom")
         self.size = size
@@ -118,7 +127,11 @@ class FakeRunner:
         on_event: Callable[[StepEvent], None] | None,
         cancel: threading.Event | None,
     ) -> RunResult:
-        captions = cfg.captions if cfg.distractors else (cfg.prompt, *[c for c in CAPTIONS if c != cfg.prompt][:2])
+        captions = (
+            cfg.captions
+            if cfg.distractors
+            else (cfg.prompt, *[c for c in CAPTIONS if c != cfg.prompt][:2])
+        )
         batch = cfg.batch or cfg.n
         steps = cfg.steps or 10
         n_batches = cfg.n_batches
@@ -133,7 +146,7 @@ class FakeRunner:
                     break
                 if self.fail_at == step:
                     raise self.error
-                if self.pause_at == step:
+                if self.pause_at == step and self.pause_batch in (None, b):
                     self.paused.set()
                     while not self.release.wait(0.05):
                         if cancel is not None and cancel.is_set():

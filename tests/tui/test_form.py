@@ -54,6 +54,7 @@ async def test_distractors_reorder_with_alt_arrows(make_app) -> None:
 async def test_switching_method_shows_the_right_fields(make_app) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
+
         def shown(name: str) -> bool:
             return bool(app.query_one(f"#row-{name}").display)
 
@@ -128,7 +129,12 @@ async def test_command_line_options_prefill_the_form(make_app) -> None:
     async with app.run_test(size=SIZE):
         cfg = app.form.state.config
         assert (cfg.prompt, cfg.method, cfg.steps, cfg.scale, cfg.n, cfg.seed) == (
-            "three", "spherical", 7, 1.5, 4, 9,
+            "three",
+            "spherical",
+            7,
+            1.5,
+            4,
+            9,
         )
         # the pack's other captions become the distractors; the prompt is not among them
         assert "three" not in cfg.distractors and "seven" in cfg.distractors

@@ -17,8 +17,13 @@ SIZE = (120, 40)
 
 async def test_full_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
     app = ClipTermApp(
-        model=str(tiny_pack), device="cpu", n=4, steps=6, config_dir=tmp_path / "cfg",
-        theme_dirs=[repo_themes_dir()], out_dir=str(tmp_path / "out"),
+        model=str(tiny_pack),
+        device="cpu",
+        n=4,
+        steps=6,
+        config_dir=tmp_path / "cfg",
+        theme_dirs=[repo_themes_dir()],
+        out_dir=str(tmp_path / "out"),
     )
     async with app.run_test(size=SIZE) as pilot:
         assert app.form.state.valid, app.form.state.error
@@ -42,7 +47,11 @@ async def test_full_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
 
 async def test_cancel_real_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
     app = ClipTermApp(
-        model=str(tiny_pack), device="cpu", n=2, steps=400, config_dir=tmp_path / "cfg",
+        model=str(tiny_pack),
+        device="cpu",
+        n=2,
+        steps=400,
+        config_dir=tmp_path / "cfg",
         theme_dirs=[repo_themes_dir()],
     )
     async with app.run_test(size=SIZE) as pilot:
@@ -68,8 +77,14 @@ async def test_run_on_the_digits_pack(tmp_path) -> None:
         load_pack("digits", device="cpu")
     except Exception as exc:  # weights not trained yet
         pytest.skip(f"digits pack not loadable: {exc}")
-    app = ClipTermApp(model="digits", device="cpu", prompt="seven", n=8, config_dir=tmp_path / "c",
-                      theme_dirs=[repo_themes_dir()])
+    app = ClipTermApp(
+        model="digits",
+        device="cpu",
+        prompt="seven",
+        n=8,
+        config_dir=tmp_path / "c",
+        theme_dirs=[repo_themes_dir()],
+    )
     async with app.run_test(size=SIZE) as pilot:
         assert app.query_one("#model", Input).value == "digits"
         assert app.form.state.valid, app.form.state.error

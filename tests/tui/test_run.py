@@ -37,7 +37,7 @@ async def test_run_updates_step_counter_bars_and_previews(make_app) -> None:
         assert "finished: 6 samples" in app.status.text
         assert app.grid.text_lines()[0].startswith("contrastive · done · 6/6 samples")
         assert "#5" in "".join(app.grid.text_lines())
-        (result, pack_name), = app.results
+        ((result, pack_name),) = app.results
         assert result.completed and pack_name == "fakepack"
         # the bars show the final probabilities: the mean over the samples, target first
         mean_target = float(result.probs[:, 0].mean()) * 100
@@ -58,17 +58,17 @@ async def test_updates_are_coalesced_and_the_last_state_shows(make_app) -> None:
 
 
 async def test_cancel_mid_run_keeps_what_is_done(make_app) -> None:
-    runner = FakeRunner(delay=0.02)
-    app = make_app(runner=runner, steps=100, n=4, seed=3)
+    runner = FakeRunner(pause_at=5, pause_batch=1)  # the second batch waits at step 5
+    app = make_app(runner=runner, steps=40, n=4, seed=3)
     async with app.run_test(size=SIZE) as pilot:
         app.query_one("#batch").value = "2"
         await pilot.pause()
         await pilot.press("ctrl+r")
-        await until(pilot, lambda: app.last_event is not None and app.last_event.batch_index == 1)
+        await until(pilot, runner.paused.is_set)
         await pilot.press("escape")
         await until(pilot, lambda: not app.running, timeout=2)  # stops between steps, promptly
         await pilot.pause()
-        (result, _), = app.results
+        ((result, _),) = app.results
         assert not result.completed
         assert len(result.images) == 2  # the first batch finished; the second was cut short
         assert "cancelled" in app.status.text
@@ -90,13 +90,15 @@ async def test_save_writes_a_valid_run_folder(make_app, tmp_path) -> None:
         assert json.dumps(run)  # valid JSON
         pngs = sorted(p for p in folder.glob("*.png") if p.name != "grid.png")
         assert len(pngs) == 4 and (folder / "grid.png").is_file()
-        (result, _), = app.results
+        ((result, _),) = app.results
         assert np.array_equal(np.asarray(Image.open(pngs[0]).convert("RGB")), result.images[0])
         assert any("saved" in line for line in app.log_panel.lines_written)
 
 
 async def test_worker_error_notifies_and_the_app_survives(make_app) -> None:
-    runner = FakeRunner(fail_at=2, error=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    runner = FakeRunner(
+        fail_at=2, error=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+    )
     app = make_app(runner=runner, n=8)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await run_to_end(pilot)
@@ -115,7 +117,9 @@ async def test_bug_in_worker_is_logged_with_its_type(make_app) -> None:
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await run_to_end(pilot)
         assert any("ValueError: nan in latents" in n.message for n in app._notifications)
-        assert any("Traceback" in line or "ValueError" in line for line in app.log_panel.lines_written)
+        assert any(
+            "Traceback" in line or "ValueError" in line for line in app.log_panel.lines_written
+        )
 
 
 async def test_missing_weights_are_reported(make_app) -> None:
@@ -128,7 +132,7 @@ async def test_missing_weights_are_reported(make_app) -> None:
 
 
 async def test_quitting_during_a_run_cancels_it_and_leaves_no_thread(make_app) -> None:
-    runner = FakeRunner(delay=0.05)
+    runner = FakeRunner(delay=0.02)
     app: ClipTermApp = make_app(runner=runner, steps=1000, n=2)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+r")
@@ -138,8 +142,11 @@ async def test_quitting_during_a_run_cancels_it_and_leaves_no_thread(make_app) -
     # the sampler returned (cancelled between steps) before the app exited: nothing abandoned
     assert runner.finished.is_set() and app._run_done.is_set()
     assert app._cancel.is_set()
-    assert not any(t.name == name and t.is_alive() and not runner.finished.is_set()
-                   for t in threading.enumerate() for name in runner.thread_names)
+    assert not any(
+        t.name == name and t.is_alive() and not runner.finished.is_set()
+        for t in threading.enumerate()
+        for name in runner.thread_names
+    )
 
 
 async def test_compare_runs_methods_from_one_seed_as_rows(make_app) -> None:

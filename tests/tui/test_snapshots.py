@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input, TextArea
 
 from clipterm.tui.log_panel import LogPanel
 
@@ -22,9 +23,18 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LogPanel, "clock", staticmethod(lambda: "12:00:00"))
 
 
+async def steady_cursor(pilot: Pilot) -> None:
+    """A blinking cursor would make the screenshot depend on timing."""
+    for widget in pilot.app.query(Input):
+        widget.cursor_blink = False
+    for area in pilot.app.query(TextArea):
+        area.cursor_blink = False
+    await pilot.pause()
+
+
 def test_idle(make_app, snap_compare) -> None:
     app = make_app(out_dir="out", preload=False)
-    assert snap_compare(app, terminal_size=SIZE)
+    assert snap_compare(app, terminal_size=SIZE, run_before=steady_cursor)
 
 
 def test_mid_run(make_app, snap_compare) -> None:
@@ -32,6 +42,7 @@ def test_mid_run(make_app, snap_compare) -> None:
     app = make_app(out_dir="out", runner=runner, n=8, steps=10)
 
     async def run_before(pilot: Pilot) -> None:
+        await steady_cursor(pilot)
         await pilot.press("ctrl+r")
         await until(pilot, runner.paused.is_set)
         await until(pilot, lambda: app.last_event is not None and app.last_event.step == 5)
@@ -43,4 +54,10 @@ def test_mid_run(make_app, snap_compare) -> None:
 
 def test_help_screen(make_app, snap_compare) -> None:
     app = make_app(out_dir="out", preload=False)
-    assert snap_compare(app, terminal_size=SIZE, press=["f1"])
+
+    async def run_before(pilot: Pilot) -> None:
+        await steady_cursor(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

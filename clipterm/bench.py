@@ -1,0 +1,697 @@
+"""Benchmarks: the sampler's methods per step, against the seed's step and a plain fp32 loop.
+
+What is timed (see docs/PERFORMANCE.md):
+
+- **ours**: the public :func:`clipterm.sampling.sample` with the run's :class:`Runtime`, events off.
+  Per step = (time of a run with ``warmup + timed`` steps - time of a run with ``warmup``
+  steps) / ``timed``, after an untimed warm-up run (which pays any compilation). The per-run
+  costs (x_T, text embeddings, final CLIP scores, the copy to the CPU) cancel in the difference.
+  For ``optimize`` a "step" is one DDIM step of the chain, forward and backward (with
+  per-step checkpointing): per step = (run with 2 Adam iterations - run with 1) / chain length.
+- **seed-faithful step**: the seed code's guided DDPM step re-implemented for timing: fp32 UNet,
+  fp16 CLIP (fp32 on the CPU), CLIP fed x_t resized to 224 without mapping [-1, 1] to [0, 1],
+  the captions re-tokenised and re-encoded at every step, the poster's update with raw
+  gradients; spherical encodes the image twice (once for the loss, once for the logged score).
+- **plain fp32 loop**: diffusers' DDPMPipeline style: ``unet(x, t).sample`` then
+  ``DDPMScheduler.step`` under ``no_grad``.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add) on the
+eager fp32 path with the math attention kernel (so attention is counted on every device), never
+hard-coded. Achieved TFLOP/s = counted FLOPs per step / measured seconds per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clipterm import guidance
+from clipterm.config import SamplingConfig
+from clipterm.errors import UserError
+from clipterm.models import LoadedPack, resolve_device
+from clipterm.packs import PACKS_DIR, get_pack_spec
+from clipterm.sampling import (
+    REFERENCE_RUNTIME,
+    Runtime,
+    _Run,
+    initial_noise,
+    make_schedule,
+    optimize_iteration,
+    sample,
+)
+
+METHODS = ("uncond", "spherical", "contrastive", "optimize")
+GUIDED = ("spherical", "contrastive")
+CIFAR10_UNET_CONFIG = PACKS_DIR / "architectures" / "cifar10_unet.json"
+# The seed's guidance scales (reference-facts.md): raw gradients, gamma 100 / 1000.
+SEED_SCALES = {"contrastive": 100.0, "spherical": 1000.0}
+# Extrapolation target of every row: 100 samples x 1000 steps.
+TARGET_SAMPLES = 100
+TARGET_STEPS = 1000
+# Dense bf16 tensor-core peaks (vendor data sheets, SXM parts), for the FLOP-floor fraction only.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12,
+                   "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+
+
+# ----------------------------------------------------------------------------- models
+def cifar10_unet_config() -> dict[str, Any]:
+    """google/ddpm-cifar10-32's UNet2DModel config (kwargs) and its scheduler config."""
+    data = json.loads(CIFAR10_UNET_CONFIG.read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def build_random_cifar10(device: torch.device, seed: int = 0) -> LoadedPack:
+    """The real cifar10 architectures with random weights: the 35.7M-parameter DDPM UNet and
+    open_clip ViT-B-32 (no pretrained weights, nothing downloaded)."""
+    import open_clip
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    cfg = cifar10_unet_config()
+    sched_cfg = cfg.pop("scheduler")
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**cfg).eval().requires_grad_(False).to(device)
+    scheduler = DDPMScheduler(**sched_cfg)
+    with _quiet_logging():
+        clip = open_clip.create_model("ViT-B-32", pretrained=None, device=device)
+    clip.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    spec = replace(get_pack_spec("cifar10"), description="cifar10 architectures, random weights")
+    return LoadedPack(spec=spec, device=device, unet=unet, scheduler=scheduler, clip=clip,
+                      tokenizer=tokenizer, clip_name="ViT-B-32 (random weights)")
+
+
+def load_bench_pack(model: str, random_weights: bool, device: torch.device) -> LoadedPack:
+    if random_weights:
+        if get_pack_spec(model).name != "cifar10":
+            raise UserError("--random-weights builds the cifar10 architectures only: use --model cifar10")
+        return build_random_cifar10(device)
+    from clipterm.models import load_pack
+
+    return load_pack(model, device=device, cache=False)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs (2 per multiply-add) of running ``fn`` once, forward and any backward inside it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    # Only the global total is wanted: replace the per-module tracker, whose backward hooks
+    # do not support torch.autograd.grad with a leaf input (the guided step's x_t).
+    counter.mod_tracker = _GlobalOnly()
+    with sdpa_kernel([SDPBackend.MATH]), counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's ModuleTracker: every FLOP goes to "Global"."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def model_flops(pack: LoadedPack) -> dict[str, int]:
+    """Forward FLOPs of the networks: UNet per image, CLIP image tower per image at CLIP's
+    resolution, CLIP text tower per caption."""
+    dev = pack.device
+    x = torch.zeros(1, pack.channels, pack.image_size, pack.image_size, device=dev)
+    t = torch.full((1,), 500, device=dev, dtype=torch.long)
+    img = torch.zeros(1, 3, pack.clip_image_size, pack.clip_image_size, device=dev)
+    tokens = pack.tokenizer(["a photo"]).to(dev)
+    with torch.no_grad():
+        return {
+            "unet_forward_per_image": count_flops(lambda: pack.unet(x, t)),
+            "clip_image_per_image": count_flops(lambda: pack.clip.encode_image(img)),
+            "clip_text_per_caption": count_flops(lambda: pack.clip.encode_text(tokens)),
+        }
+
+
+# ----------------------------------------------------------------------------- timing helpers
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_bytes(device: torch.device) -> int | None:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
+def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _difference(t_long: float, t_short: float, n: int, t_total_steps: int) -> float:
+    """Per-step time from two runs; if noise made the difference useless, the plain average."""
+    d = (t_long - t_short) / n
+    return d if d > 0 else t_long / t_total_steps
+
+
+# ----------------------------------------------------------------------------- ours
+def bench_config(pack: LoadedPack, method: str, batch: int, clip_input: str) -> SamplingConfig:
+    spec = pack.spec
+    prompt = spec.default_prompt
+    cfg = SamplingConfig(
+        method=method, prompt=prompt, distractors=spec.distractors_for(prompt), n=batch,
+        batch=batch, sampler="ddpm", clip_input=clip_input if method in GUIDED else "x0",
+        scale=1.0 if method in GUIDED else 0.0, opt_iters=1, lr=0.05, steps=1, seed=0,
+        event_every=1_000_000,
+    )
+    return cfg.resolve(pack.defaults).validate(pack.train_steps)
+
+
+def time_method(pack: LoadedPack, method: str, runtime: Runtime, batch: int, warmup: int,
+                timed: int, clip_input: str = "x0") -> dict[str, Any]:
+    """Seconds per step of ``method`` through ``sample()`` (see the module docstring)."""
+    dev = pack.device
+    base = bench_config(pack, method, batch, clip_input)
+    if method == "optimize":
+        def run(n: int) -> None:
+            sample(pack, replace(base, steps=timed, opt_iters=n), runtime=runtime)
+        short, long_, per = 1, 2, timed
+    else:
+        def run(n: int) -> None:
+            sample(pack, replace(base, steps=n), runtime=runtime)
+        short, long_, per = warmup, warmup + timed, timed
+    t0 = time.perf_counter()
+    run(short)  # warm-up: allocator, cuDNN autotune, compilation
+    synchronize(dev)
+    warmup_s = time.perf_counter() - t0
+    reset_peak(dev)
+    t_short = _timed(dev, lambda: run(short))
+    t_long = _timed(dev, lambda: run(long_))
+    s_per_step = _difference(t_long, t_short, per, long_ * (per if method == "optimize" else 1))
+    return {"s_per_step": s_per_step, "warmup_s": warmup_s, "peak_mem_bytes": peak_bytes(dev),
+            "runs_s": [t_short, t_long]}
+
+
+def flops_of_method(pack: LoadedPack, method: str, batch: int, timed: int,
+                    clip_input: str = "x0") -> int:
+    """Counted FLOPs of one step of ``method`` (difference of two runs, like the timing)."""
+    base = bench_config(pack, method, batch, clip_input)
+    pack.encode_text(base.captions)  # cached from here on, so neither run counts it
+    if method == "optimize":
+        steps = min(timed, 2)
+        a = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=1), runtime=REFERENCE_RUNTIME))
+        b = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=2), runtime=REFERENCE_RUNTIME))
+        return (b - a) // steps
+    a = count_flops(lambda: sample(pack, replace(base, steps=1), runtime=REFERENCE_RUNTIME))
+    b = count_flops(lambda: sample(pack, replace(base, steps=2), runtime=REFERENCE_RUNTIME))
+    return b - a
+
+
+# ----------------------------------------------------------------------------- baselines
+class SeedFaithfulStep:
+    """The seed code's guided DDPM step, re-implemented for timing (not for use).
+
+    fp32 UNet; fp16 CLIP on CUDA (fp32 on the CPU, where fp16 kernels are slow emulations);
+    CLIP sees x_t in [-1, 1] resized bicubic to CLIP's size and CLIP-normalised; captions are
+    tokenised and encoded at every step; contrastive = log softmax at the target; spherical =
+    minus the spherical distance, with a second image encoding for the logged similarity;
+    update mean = (x - beta/sqrt(1-abar) eps + gamma beta grad) / sqrt(alpha), plus sqrt(beta) z.
+    """
+
+    def __init__(self, pack: LoadedPack, method: str, captions: Sequence[str]):
+        self.pack = pack
+        self.method = method
+        self.captions = list(captions)
+        dev = pack.device
+        self.clip_dtype = torch.float16 if dev.type == "cuda" else torch.float32
+        self.clip = copy.deepcopy(pack.clip).to(self.clip_dtype) if dev.type == "cuda" else pack.clip
+        self.scale = SEED_SCALES[method]
+        betas = pack.scheduler.betas.to(dev, torch.float32)
+        self.betas = betas
+        self.abar = torch.cumprod(1 - betas, 0)
+        self.mean, self.std = pack.clip_mean_std
+        self.size = pack.clip_image_size
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        x = (x - self.mean) / self.std
+        return F.normalize(self.clip.encode_image(x.to(self.clip_dtype)).float(), dim=-1)
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        pack = self.pack
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        with torch.no_grad():
+            eps = pack.unet(x, tt).sample
+        tokens = pack.tokenizer(self.captions).to(x.device)
+        text = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            emb = self.encode_image(x_in)
+            if self.method == "contrastive":
+                obj = guidance.contrastive_log_prob(emb, text, pack.logit_scale)
+            else:
+                obj = guidance.spherical_objective(emb, text[0])
+                with torch.no_grad():
+                    _logged = self.encode_image(x_in) @ text[0]  # noqa: F841 - the seed's second pass
+            (grad,) = torch.autograd.grad(obj.sum(), x_in)
+        beta, abar = self.betas[t], self.abar[t]
+        with torch.no_grad():
+            mean = (x - beta / (1 - abar).sqrt() * eps + self.scale * beta * grad) / (1 - beta).sqrt()
+            if t > 0:
+                mean = mean + beta.sqrt() * torch.randn_like(x)
+        return mean
+
+
+class PlainFp32Step:
+    """diffusers' DDPMPipeline loop body: fp32 ``unet(x, t).sample`` then ``scheduler.step``."""
+
+    def __init__(self, pack: LoadedPack):
+        from diffusers import DDPMScheduler
+
+        self.pack = pack
+        self.scheduler = DDPMScheduler.from_config(pack.scheduler.config)
+        self.scheduler.set_timesteps(pack.train_steps)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        eps = self.pack.unet(x, t).sample
+        return self.scheduler.step(eps, t, x).prev_sample
+
+
+def time_loop(step: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
+              warmup: int, timed: int) -> dict[str, Any]:
+    dev = x.device
+    ts = list(range(999, 999 - warmup - timed, -1))
+    t0 = time.perf_counter()
+    for t in ts[:warmup]:
+        x = step(x, t)
+    synchronize(dev)
+    warmup_s = time.perf_counter() - t0
+    reset_peak(dev)
+    t0 = time.perf_counter()
+    for t in ts[warmup:]:
+        x = step(x, t)
+    synchronize(dev)
+    return {"s_per_step": (time.perf_counter() - t0) / timed, "warmup_s": warmup_s,
+            "peak_mem_bytes": peak_bytes(dev)}
+
+
+# ----------------------------------------------------------------------------- optimize memory
+def optimize_memory(pack: LoadedPack, batch: int, steps: int, use_checkpoint: bool,
+                    runtime: Runtime = REFERENCE_RUNTIME) -> dict[str, Any]:
+    """Peak memory of one x_T-optimisation iteration (DDIM chain forward + backward).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (absolute, weights included) and its rise over
+    the memory held before the iteration. CPU: the peak of the bytes torch allocated during the
+    iteration (the profiler's allocation events summed in time order), so weights and anything
+    alive before are excluded: the memory the iteration itself needs.
+    """
+    dev = pack.device
+    cfg = replace(bench_config(pack, "optimize", batch, "x0"), steps=steps, n=batch, batch=batch)
+    run = _Run(pack, cfg, None, None, n_total=batch, runtime=runtime)
+    schedule = make_schedule(pack.scheduler, "ddim", steps, dev)
+    x_T = initial_noise(0, list(range(batch)), (pack.channels, pack.image_size, pack.image_size), dev)
+    param = x_T.clone().requires_grad_(True)
+    row: dict[str, Any] = {"steps": steps, "batch": batch, "checkpoint": use_checkpoint,
+                           "precision": runtime.precision}
+
+    def one() -> None:
+        optimize_iteration(run, param, schedule, use_checkpoint)
+
+    try:
+        if dev.type == "cuda":
+            synchronize(dev)
+            torch.cuda.empty_cache()
+            start = torch.cuda.memory_allocated(dev)
+            reset_peak(dev)
+            t0 = time.perf_counter()
+            one()
+            synchronize(dev)
+            peak = torch.cuda.max_memory_allocated(dev)
+            row.update(measure="torch.cuda.max_memory_allocated", peak_bytes=int(peak),
+                       peak_above_start_bytes=int(peak - start), seconds=time.perf_counter() - t0)
+        else:
+            t0 = time.perf_counter()
+            rise = _cpu_peak_alloc(one)
+            row.update(measure="cpu: peak bytes allocated during the iteration (profiler)",
+                       peak_bytes=None, peak_above_start_bytes=rise,
+                       seconds=time.perf_counter() - t0)
+        row["oom"] = False
+    except torch.cuda.OutOfMemoryError:
+        row.update(oom=True, measure="torch.cuda.max_memory_allocated", peak_bytes=None,
+                   peak_above_start_bytes=None)
+    finally:
+        param.grad = None
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def _cpu_peak_alloc(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    cur = peak = 0
+    for _, nbytes in events:
+        cur += nbytes
+        peak = max(peak, cur)
+    return int(peak)
+
+
+# ----------------------------------------------------------------------------- agreement
+def precision_agreement(pack: LoadedPack, method: str, n: int, steps: int, fast: Runtime,
+                        seed: int = 236) -> dict[str, Any]:
+    """Final images of the fp32 reference and of ``fast`` for the same seed: uint8 differences."""
+    cfg = replace(bench_config(pack, method, n, "x0"), steps=steps, seed=seed,
+                  opt_iters=2 if method == "optimize" else 1)
+    ref = sample(pack, cfg, runtime=REFERENCE_RUNTIME)
+    got = sample(pack, cfg, runtime=fast)
+    diff = (ref.images.astype("int16") - got.images.astype("int16"))
+    absd = abs(diff)
+    return {
+        "method": method, "n": n, "steps": steps, "seed": seed, "fast": fast.describe(),
+        "max_abs_uint8": int(absd.max()), "mean_abs_uint8": float(absd.mean()),
+        "frac_pixels_over_8": float((absd > 8).mean()),
+        "max_abs_target_prob": float(abs(ref.target_probs - got.target_probs).max()),
+    }
+
+
+# ----------------------------------------------------------------------------- the bench
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str = "cifar10"
+    random_weights: bool = False
+    methods: tuple[str, ...] = METHODS
+    batch: int = 100
+    steps_timed: int = 30
+    warmup: int = 3
+    device: str = "auto"
+    compile: bool | None = None  # None: the device's default runtime
+    precision: str | None = None
+    channels_last: bool | None = None
+    compile_mode: str = "reduce-overhead"
+    clip_input: str = "x0"
+    baselines: bool = True
+    count_flops: bool = True
+    optimize_memory_steps: tuple[int, ...] = ()
+    optimize_memory_batch: int = 8
+    optimize_memory_no_checkpoint_max: int = 100  # chains longer than this only with checkpointing
+    agreement_steps: int = 0  # > 0: compare fp32 and the fast runtime's final images
+    agreement_n: int = 16
+
+    def validate(self) -> BenchOptions:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise UserError(f"unknown method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
+        if not self.methods and not self.optimize_memory_steps and not self.agreement_steps:
+            raise UserError("nothing to do: give --methods, --optimize-memory or --agreement-steps")
+        for name in ("batch", "steps_timed", "warmup", "optimize_memory_batch", "agreement_n"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.precision is not None and self.precision not in ("fp32", "bf16"):
+            raise UserError("--precision must be fp32 or bf16")
+        if self.clip_input not in ("x0", "xt"):
+            raise UserError("--clip-input must be x0 or xt")
+        return self
+
+    def runtime(self, device: torch.device) -> Runtime:
+        rt = Runtime.for_device(device)
+        changes: dict[str, Any] = {"compile_mode": self.compile_mode}
+        if self.compile is not None:
+            changes["compile"] = self.compile
+        if self.precision is not None:
+            changes["precision"] = self.precision
+        if self.channels_last is not None:
+            changes["channels_last"] = self.channels_last
+        return replace(rt, **changes)
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__,
+                            "python": platform.python_version()}
+    if device.type == "cuda":
+        info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    else:
+        info.update(device_name=platform.processor() or platform.machine(),
+                    cpu_threads=torch.get_num_threads())
+    return info
+
+
+def peak_flops_for(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_FLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def _row(timing: dict[str, Any], flops: int | None, batch: int, peak: float | None) -> dict[str, Any]:
+    s = timing["s_per_step"]
+    n_batches = math.ceil(TARGET_SAMPLES / batch)
+    extrapolated = s * TARGET_STEPS * n_batches
+    row = dict(timing)
+    row.update(
+        extrapolated_s=extrapolated,
+        samples_per_s=TARGET_SAMPLES / extrapolated,
+        flops_per_step=flops,
+        tflops=(flops / s / 1e12) if flops else None,
+    )
+    if flops and peak:
+        floor = flops * TARGET_STEPS * n_batches / peak
+        row.update(floor_s=floor, floor_fraction=floor / extrapolated)
+    return row
+
+
+def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns a JSON-able report (see docs/PERFORMANCE.md for the fields)."""
+    opts = opts.validate()
+    say = log or (lambda _msg: None)
+    dev = resolve_device(opts.device)
+    runtime = opts.runtime(dev)
+    say(f"loading {opts.model}{' (random weights)' if opts.random_weights else ''} on {dev}")
+    pack = load_bench_pack(opts.model, opts.random_weights, dev)
+    peak = peak_flops_for(dev)
+    report: dict[str, Any] = {
+        "clipterm": "bench",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        **device_info(dev),
+        "model": opts.model + (" (random weights)" if opts.random_weights else ""),
+        "params": {"unet": n_params(pack.unet), "clip": n_params(pack.clip)},
+        "image_size": pack.image_size, "clip_image_size": pack.clip_image_size,
+        "batch": opts.batch, "warmup": opts.warmup, "steps_timed": opts.steps_timed,
+        "runtime": runtime.describe(), "clip_input": opts.clip_input,
+        "extrapolated_to": f"{TARGET_SAMPLES} samples x {TARGET_STEPS} steps",
+        "peak_bf16_flops": peak,
+    }
+    if opts.count_flops:
+        say("counting FLOPs")
+        report["flops"] = model_flops(pack)
+    x = torch.randn(opts.batch, pack.channels, pack.image_size, pack.image_size, device=dev)
+    baselines: dict[str, Any] = {}
+    if opts.baselines and opts.methods:
+        say("baseline: plain fp32 loop")
+        plain = PlainFp32Step(pack)
+        flops = count_flops(lambda: plain(x, 999)) if opts.count_flops else None
+        baselines["plain_fp32_uncond"] = _row(time_loop(plain, x, opts.warmup, opts.steps_timed),
+                                              flops, opts.batch, peak)
+        captions = (pack.spec.default_prompt, *pack.spec.distractors_for(pack.spec.default_prompt))
+        for method in GUIDED:
+            if method not in opts.methods:
+                continue
+            say(f"baseline: seed-faithful {method} step")
+            step = SeedFaithfulStep(pack, method, captions)
+            flops = count_flops(lambda s=step: s(x, 999)) if opts.count_flops else None
+            row = _row(time_loop(step, x, opts.warmup, opts.steps_timed), flops, opts.batch, peak)
+            row["clip_dtype"] = str(step.clip_dtype).replace("torch.", "")
+            baselines[f"seed_faithful_{method}"] = row
+            del step
+    report["baselines"] = baselines
+    methods: dict[str, Any] = {}
+    for method in opts.methods:
+        say(f"ours: {method} ({runtime.describe()})")
+        timing = time_method(pack, method, runtime, opts.batch, opts.warmup, opts.steps_timed,
+                             opts.clip_input)
+        flops = (flops_of_method(pack, method, opts.batch, opts.steps_timed, opts.clip_input)
+                 if opts.count_flops else None)
+        row = _row(timing, flops, opts.batch, peak)
+        seed_key = f"seed_faithful_{method if method in GUIDED else 'contrastive'}"
+        for name, key in (("seed_faithful", seed_key), ("plain_fp32", "plain_fp32_uncond")):
+            base = baselines.get(key)
+            if base is None or method == "optimize":
+                continue
+            row[f"ratio_to_{name}"] = row["s_per_step"] / base["s_per_step"]
+            row[f"speedup_vs_{name}"] = base["s_per_step"] / row["s_per_step"]
+            row[f"{name}_baseline"] = key
+        methods[method] = row
+    report["methods"] = methods
+    if opts.optimize_memory_steps:
+        rows = []
+        for steps in opts.optimize_memory_steps:
+            for ckpt in (True, False):
+                if not ckpt and steps > opts.optimize_memory_no_checkpoint_max:
+                    continue
+                say(f"optimize memory: {steps} steps, batch {opts.optimize_memory_batch}, "
+                    f"checkpoint {ckpt}")
+                rows.append(optimize_memory(pack, opts.optimize_memory_batch, steps, ckpt, runtime))
+        report["optimize_memory"] = rows
+    if opts.agreement_steps:
+        fast = replace(runtime, precision="bf16")
+        rows = []
+        for method in ("uncond", "contrastive", "spherical"):
+            say(f"agreement fp32 vs {fast.describe()}: {method}")
+            rows.append(precision_agreement(pack, method, opts.agreement_n, opts.agreement_steps, fast))
+        report["agreement"] = rows
+    return report
+
+
+# ----------------------------------------------------------------------------- text
+def _fmt_s(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _fmt_bytes(v: int | None) -> str:
+    return "-" if v is None else f"{v / 2**20:.0f} MiB"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of a bench report."""
+    lines = [
+        f"clipterm bench: {report['model']} on {report.get('device_name', report['device'])} "
+        f"(torch {report['torch']}), batch {report['batch']}, {report['steps_timed']} timed steps, "
+        f"runtime {report['runtime']}",
+    ]
+    if "flops" in report:
+        f = report["flops"]
+        lines.append(
+            f"FLOPs: UNet forward {f['unet_forward_per_image'] / 1e9:.2f} G/image, CLIP image "
+            f"{f['clip_image_per_image'] / 1e9:.2f} G/image at {report['clip_image_size']}px, "
+            f"CLIP text {f['clip_text_per_caption'] / 1e9:.2f} G/caption"
+        )
+    head = (f"{'loop':<28} {'s/step':>10} {report['extrapolated_to']:>26} {'samples/s':>10} "
+            f"{'TFLOP/s':>8} {'peak mem':>9} {'vs seed':>8} {'vs fp32':>8}")
+    lines += ["", head, "-" * len(head)]
+    rows = [(f"ours: {m}", r) for m, r in report.get("methods", {}).items()]
+    rows += [(name, r) for name, r in report.get("baselines", {}).items()]
+    for name, r in rows:
+        tf = "-" if r.get("tflops") is None else f"{r['tflops']:.2f}"
+        vs_seed = f"{r['ratio_to_seed_faithful']:.2f}x" if "ratio_to_seed_faithful" in r else ""
+        vs_plain = f"{r['ratio_to_plain_fp32']:.2f}x" if "ratio_to_plain_fp32" in r else ""
+        lines.append(
+            f"{name:<28} {_fmt_s(r['s_per_step']):>10} {_fmt_s(r['extrapolated_s']):>26} "
+            f"{r['samples_per_s']:>10.3g} {tf:>8} {_fmt_bytes(r.get('peak_mem_bytes')):>9} "
+            f"{vs_seed:>8} {vs_plain:>8}"
+        )
+    lines.append("(ratios: our time / the baseline's; below 1 is faster)")
+    if report.get("optimize_memory"):
+        lines += ["", "optimize memory (one Adam iteration, forward + backward):"]
+        for r in report["optimize_memory"]:
+            val = "OOM" if r.get("oom") else (
+                f"peak {_fmt_bytes(r['peak_bytes'])}, rise {_fmt_bytes(r['peak_above_start_bytes'])}")
+            lines.append(f"  {r['steps']:>5} steps  batch {r['batch']}  checkpoint "
+                         f"{'on ' if r['checkpoint'] else 'off'}  {val}  [{r['measure']}]")
+    for r in report.get("agreement", []):
+        lines.append(
+            f"agreement fp32 vs {r['fast']} ({r['method']}, {r['steps']} steps, seed {r['seed']}): "
+            f"max |d| {r['max_abs_uint8']}/255, mean {r['mean_abs_uint8']:.3f}, "
+            f"pixels > 8: {100 * r['frac_pixels_over_8']:.2f}%"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- python -m
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m clipterm.bench``: the bench without the CLI's dependencies (typer, rich),
+    for GPU boxes that get only the wheels the core needs (scripts/gpu_bench.sh)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m clipterm.bench", description=main.__doc__)
+    p.add_argument("--model", default="cifar10")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--steps-timed", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None)
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--compile-mode", default="reduce-overhead")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--clip-input", default="x0")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false")
+    p.add_argument("--no-flops", dest="flops", action="store_false")
+    p.add_argument("--optimize-memory", default="")
+    p.add_argument("--optimize-memory-batch", type=int, default=8)
+    p.add_argument("--agreement-steps", type=int, default=0)
+    p.add_argument("--agreement-n", type=int, default=16)
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    a = p.parse_args(argv)
+    opts = BenchOptions(
+        model=a.model, random_weights=a.random_weights,
+        methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), batch=a.batch,
+        steps_timed=a.steps_timed, warmup=a.warmup, device=a.device, compile=a.compile,
+        compile_mode=a.compile_mode, precision=a.precision, channels_last=a.channels_last,
+        clip_input=a.clip_input, baselines=a.baselines, count_flops=a.flops,
+        optimize_memory_steps=tuple(int(s) for s in a.optimize_memory.split(",") if s.strip()),
+        optimize_memory_batch=a.optimize_memory_batch, agreement_steps=a.agreement_steps,
+        agreement_n=a.agreement_n,
+    )
+    try:
+        report = run_bench(opts, log=lambda m: print(f"clipterm bench: {m}", file=sys.stderr, flush=True))
+    except UserError as exc:
+        print(f"clipterm bench: error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=2)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text if a.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

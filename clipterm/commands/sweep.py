@@ -1,0 +1,330 @@
+"""``clipterm sweep``: the seed's ablations, guidance scale x guidance start step, as one grid.
+
+Every grid point is a run folder (same seed, so the same x_T and step noise), under one sweep
+folder with ``table.md``, ``table.json``, ``grid.png`` (a row per grid point) and the plots:
+KID and judged share against scale and against the start step (PNG where matplotlib is
+installed, and drawn in the terminal when stdout is one).
+
+The functions above :func:`register` hold no Typer code, so scripts can reuse them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from clipterm.errors import ConfigError
+
+GRID_COLUMNS = 16
+RunOne = Callable[[Any, Path, str], tuple[Any, Path]]  # (config, out_root, label) -> (result, dir)
+
+
+# ----------------------------------------------------------------------------- parsing
+def parse_scales(text: str) -> list[float]:
+    """``"1,10,100"`` -> [1.0, 10.0, 100.0]; each a finite number >= 0, none repeated."""
+    values: list[float] = []
+    for part in _parts(text, "--scale"):
+        try:
+            v = float(part)
+        except ValueError:
+            raise ConfigError(f"--scale: {part!r} is not a number") from None
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"--scale: {part} must be a finite number >= 0")
+        values.append(v)
+    return _unique(values, "--scale")
+
+
+def parse_guide_from(text: str, train_steps: int) -> list[int | None]:
+    """``"1000,600,all"`` -> [1000, 600, None]; None (``all``) guides every step."""
+    values: list[int | None] = []
+    for part in _parts(text, "--guide-from"):
+        if part.lower() in ("all", "none"):
+            values.append(None)
+            continue
+        if not part.isdigit() or not 0 < int(part) <= train_steps:
+            raise ConfigError(f"--guide-from: {part!r} must be a whole number in 1..{train_steps} "
+                              "or 'all'")
+        values.append(int(part))
+    return _unique(values, "--guide-from")
+
+
+def _parts(text: str, flag: str) -> list[str]:
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"{flag} is empty: give comma-separated values")
+    return parts
+
+
+def _unique(values: list[Any], flag: str) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{flag} names a value twice")
+    return values
+
+
+def guide_from_label(value: int | None) -> str:
+    return "all steps" if value is None else f"t < {value}"
+
+
+# ----------------------------------------------------------------------------- the grid
+def build_configs(spec: Any, *, method: str, prompt: str | None, distractors: Sequence[str] | None,
+                  scales: Sequence[float] | None, guide_froms: Sequence[int | None],
+                  preset: str | None, train_steps: int, **fields: Any) -> list[Any]:
+    """One validated config per (scale, guide-from), scale-major. ``scales=None``: the method's
+    default scale (the pack's, or the preset's)."""
+    from clipterm.api import make_config
+    from clipterm.config import GUIDED_METHODS
+
+    if method not in GUIDED_METHODS:
+        raise ConfigError(f"sweep varies the guidance scale and start step, which only "
+                          f"{' and '.join(GUIDED_METHODS)} use (got --method {method})")
+    base = make_config(spec, prompt=prompt, distractors=distractors, method=method,
+                       preset=preset, **fields)
+    out = []
+    for s in (scales if scales else [base.scale]):
+        for g in guide_froms:
+            out.append(replace(base, scale=float(s), guide_from=g).validate(train_steps))
+    return out
+
+
+def sweep_rows(results: Sequence[tuple[Any, Path]], evaluator: Any = None) -> list[dict[str, Any]]:
+    """A row per grid point: scale, guide-from, time, mean target probability (+ evaluation)."""
+    rows = []
+    for result, run_dir in results:
+        cfg = result.config
+        n = len(result.indices)
+        row: dict[str, Any] = {
+            "method": cfg.method,
+            "scale": cfg.scale,
+            "guide_from": cfg.guide_from,
+            "n": n,
+            "seconds": round(result.seconds, 3),
+            "mean_target_prob": round(result.mean_target_prob, 4) if n else None,
+            "run_dir": str(run_dir),
+        }
+        if evaluator is not None and n:
+            row.update(evaluator.evaluate(result.images))
+        rows.append(row)
+    return rows
+
+
+def sweep_table(results: Sequence[tuple[Any, Path]], evaluator: Any = None,
+                pack_name: str = "", train_steps: int = 1000) -> dict[str, Any]:
+    first = results[0][0] if results else None
+    cfg = first.config if first else None
+    return {
+        "clipterm": "sweep",
+        "pack": pack_name,
+        "method": cfg.method if cfg else "",
+        "prompt": cfg.prompt if cfg else "",
+        "captions": list(cfg.captions) if cfg else [],
+        "seed": cfg.seed if cfg else None,
+        "steps": cfg.steps if cfg else None,
+        "sampler": cfg.sampler if cfg else None,
+        "train_steps": int(train_steps),
+        "device": first.device if first else "",
+        "evaluation": evaluator.describe() if evaluator is not None else None,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "rows": sweep_rows(results, evaluator),
+    }
+
+
+def sweep_markdown(table: dict[str, Any]) -> str:
+    rows = table["rows"]
+    has_eval = any("kid_mean" in r for r in rows)
+    head = ["scale", "guide from", "n", "seconds", "mean p(target)"]
+    if has_eval:
+        head += ["KID (mean ± std)", "judged share", "judge confidence"]
+    lines = [
+        f"{table['method']} sweep, prompt {table['prompt']!r} against "
+        f"{', '.join(table['captions'][1:]) or 'no distractors'}; seed {table['seed']}, "
+        f"{table['steps']} {table['sampler']} steps, device {table['device']}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        p = r.get("mean_target_prob")
+        cells = [f"{r['scale']:g}", guide_from_label(r["guide_from"]), str(r["n"]),
+                 f"{r['seconds']:.1f}", f"{p:.3f}" if p is not None else "-"]
+        if has_eval:
+            cells += [
+                f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f}" if "kid_mean" in r else "-",
+                f"{r['judged_share']:.2f}" if r.get("judged_share") is not None else "-",
+                f"{r['judge_confidence']:.3f}" if r.get("judge_confidence") is not None else "-",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.get("evaluation"):
+        lines += ["", f"evaluation: {table['evaluation']}"]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plots(table: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(file stem, LinePlot) for every (quantity, varied parameter) the table supports.
+
+    KID and judged share (and the mean CLIP probability) against scale (log axis, a curve per
+    start step) and against the start step (a curve per scale), where that parameter varies.
+    """
+    from clipterm.plots import sweep_plot
+
+    train_steps = int(table.get("train_steps") or 1000)
+    rows = [dict(r, guide_from_x=r["guide_from"] if r["guide_from"] is not None else train_steps)
+            for r in table["rows"]]
+    scales = {r["scale"] for r in rows}
+    starts = {r["guide_from_x"] for r in rows}
+    quantities = [("kid", "kid_mean", "KID", "kid_std"),
+                  ("judged-share", "judged_share", "judged share of the target", None),
+                  ("clip-prob", "mean_target_prob", "mean final CLIP p(target)", None)]
+    what = f"{table['method']}, {table['prompt']!r}"
+    out = []
+    for stem, key, label, err in quantities:
+        if not any(r.get(key) is not None for r in rows):
+            continue
+        if len(scales) > 1:
+            positive = all(s > 0 for s in scales)
+            out.append((f"{stem}-vs-scale", sweep_plot(
+                rows, "scale", key, "guide_from", f"{label} vs guidance scale ({what})",
+                "guidance scale", label, logx=positive, error=err,
+                label_of=lambda g: f"guide {guide_from_label(g)}")))
+        if len(starts) > 1:
+            out.append((f"{stem}-vs-guide-from", sweep_plot(
+                rows, "guide_from_x", key, "scale",
+                f"{label} vs guidance start ({what})",
+                f"guidance starts at timestep (of {train_steps})", label, error=err,
+                label_of=lambda s: f"scale {s:g}")))
+    return out
+
+
+def write_sweep(folder: Path, table: dict[str, Any], results: Sequence[tuple[Any, Path]],
+                png: bool | None = None) -> list[Path]:
+    """Write table.md, table.json, grid.png and the plots into ``folder``; returns the plot PNGs.
+
+    ``png=None`` writes PNG plots when matplotlib is installed; True requires it.
+    """
+    from clipterm.output import atomic_write_bytes, atomic_write_json, rows_grid, save_png
+    from clipterm.plots import have_matplotlib, prob_trace_plot, save_line_plot
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r.images[:GRID_COLUMNS] for r, _ in results if len(r.images)]
+    if rows:
+        save_png(folder / "grid.png", rows_grid(rows))
+    atomic_write_json(folder / "table.json", table)
+    atomic_write_bytes(folder / "table.md", sweep_markdown(table).encode())
+    written: list[Path] = []
+    if png is False or (png is None and not have_matplotlib()):
+        return written
+    for stem, plot in sweep_plots(table):
+        written.append(save_line_plot(plot, folder / f"{stem}.png"))
+    for _, run_dir in results:
+        from clipterm.output import read_run
+
+        info = read_run(run_dir)
+        if info.get("prob_trace"):
+            written.append(save_line_plot(prob_trace_plot(info), Path(run_dir) / "prob-trace.png"))
+    return written
+
+
+def run_sweep(cfgs: Sequence[Any], folder: Path, run_one: RunOne, evaluator: Any = None,
+              pack_name: str = "", train_steps: int = 1000) -> tuple[dict[str, Any], list]:
+    """Run every config (run folders under ``folder/runs``); returns (table, results)."""
+    results = []
+    for cfg in cfgs:
+        label = f"scale {cfg.scale:g}, guide {guide_from_label(cfg.guide_from)}"
+        results.append(run_one(cfg, folder / "runs", label))
+    return sweep_table(results, evaluator, pack_name, train_steps), results
+
+
+# ----------------------------------------------------------------------------- command
+def register(app: typer.Typer) -> None:
+    """Add ``sweep`` to ``app``."""
+
+    @app.command("sweep")
+    def sweep_command(
+        method: str = typer.Option("contrastive", "--method", help="spherical | contrastive"),
+        scale: str = typer.Option(None, "--scale", help="Comma-separated guidance scales, e.g. "
+                                  "1,10,100,250 (default: the method's scale)."),
+        guide_from: str = typer.Option("all", "--guide-from", help="Comma-separated timesteps "
+                                       "to start guiding below, e.g. 1000,800,600,400,200; "
+                                       "'all' guides every step."),
+        prompt: str = typer.Option(None, "--prompt", "-p", help="Target caption."),
+        distractor: list[str] = typer.Option(None, "--distractor", "-d",
+                                             help="Distractor caption; repeat."),
+        n: int = typer.Option(16, "-n", "--n", help="Samples per grid point."),
+        batch: int = typer.Option(None, "--batch"),
+        steps: int = typer.Option(None, "--steps"),
+        sampler: str = typer.Option(None, "--sampler"),
+        seed: int = typer.Option(0, "--seed", help="Seed (the same x_T at every grid point)."),
+        grad_norm: str = typer.Option(None, "--grad-norm", help="rms | none"),
+        clip_input: str = typer.Option(None, "--clip-input", help="x0 | xt"),
+        preset: str = typer.Option(None, "--preset", help="poster: the seed code's settings."),
+        model: str = typer.Option("digits", "--model", "-m"),
+        clip: str = typer.Option(None, "--clip"),
+        evaluate: bool = typer.Option(False, "--eval", help="Add KID, judged share, confidence."),
+        real: str = typer.Option(None, "--real", help="Real images for --eval."),
+        features: str = typer.Option("judge", "--features", help="judge | clip | inception"),
+        subset_size: int = typer.Option(None, "--subset-size",
+                                        help="KID subset size (default: min(50, n, real))."),
+        subsets: int = typer.Option(100, "--subsets", help="Number of KID subsets."),
+        data_root: Path = typer.Option(None, "--data-root", help="Where CIFAR-10 lives."),
+        plots: bool = typer.Option(None, "--plots/--no-plots",
+                                   help="PNG plots (default: when matplotlib is installed)."),
+        out: Path = typer.Option(Path("out"), "--out", "-o"),
+        device: str = typer.Option("auto", "--device"),
+        as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q"),
+    ) -> None:
+        """Run a grid of guidance scales x start steps; write a table and plots."""
+        from clipterm import cli
+        from clipterm.output import check_out_dir, new_run_dir, slug
+        from clipterm.packs import get_pack_spec
+        from clipterm.plots import print_terminal_plot, require_matplotlib
+
+        spec = get_pack_spec(model)
+        scales = parse_scales(scale) if scale is not None else None
+        starts = parse_guide_from(guide_from, spec.train_steps)
+        cfgs = build_configs(
+            spec, method=method, prompt=prompt, distractors=distractor, scales=scales,
+            guide_froms=starts, preset=preset, train_steps=spec.train_steps,
+            **cli._config_fields(n=n, batch=batch, steps=steps,
+                                 sampler=sampler, seed=seed if preset is None else None,
+                                 grad_norm=grad_norm, clip_input=clip_input),
+        )
+        if plots:
+            require_matplotlib()
+        out_root = check_out_dir(out)
+        pack = cli._load(model, device, clip)
+        evaluator = None
+        if evaluate:
+            from clipterm.evaluate import Evaluator
+
+            evaluator = Evaluator.for_run(pack, cfgs[0].prompt, real=real, features=features,
+                                          subset_size=subset_size, subsets=subsets,
+                                          n=cfgs[0].n, data_root=data_root)
+        folder = new_run_dir(out_root, f"sweep-{method}-{slug(cfgs[0].prompt)}")
+
+        def run_one(cfg: Any, root: Path, label: str) -> tuple[Any, Path]:
+            return cli._run_one(spec, pack, cfg.validate(pack.train_steps), root,
+                                quiet or as_json, label=label)
+
+        table, results = run_sweep(cfgs, folder, run_one, evaluator, spec.name, pack.train_steps)
+        pngs = write_sweep(folder, table, results, png=plots)
+        if plots is None and not pngs and table["rows"]:
+            from clipterm.plots import have_matplotlib
+
+            if not have_matplotlib():
+                cli._warn("PNG plots skipped: pip install 'clipterm[plots]' for matplotlib")
+        if as_json:
+            sys.stdout.write(json.dumps(dict(table, folder=str(folder)), indent=2) + "\n")
+            return
+        typer.echo(sweep_markdown(table))
+        if sys.stdout.isatty():
+            for _, plot in sweep_plots(table):
+                print_terminal_plot(plot)
+        typer.echo(f"-> {folder}")

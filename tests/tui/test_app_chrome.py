@@ -1,0 +1,93 @@
+"""Pilot tests of the app around the run: themes, help, command palette, sample selection."""
+
+from __future__ import annotations
+
+from clipterm.tui.help_screen import HelpScreen
+from clipterm.tui.themes import repo_themes_dir
+
+from .fakes import FakeRunner
+from .helpers import run_to_end
+
+SIZE = (120, 40)
+
+
+async def test_theme_toggle_and_broken_theme_reported_once(make_app, tmp_path) -> None:
+    themes = tmp_path / "themes"
+    themes.mkdir()
+    (themes / "broken.toml").write_text("primary = [")
+    app = make_app(theme_dirs=[repo_themes_dir(), themes])
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert app.theme == "clipterm-night"
+        broken = [n for n in app._notifications if "broken.toml" in n.message]
+        assert len(broken) == 1
+        seen = [app.theme]
+        for _ in range(len(app.theme_cycle())):
+            await pilot.press("ctrl+t")
+            seen.append(app.theme)
+        assert seen[0] == seen[-1] and "clipterm-paper" in seen and "textual-light" in seen
+        assert len([n for n in app._notifications if "broken.toml" in n.message]) == 1
+        await pilot.press("ctrl+t")
+        theme = app.theme
+        await pilot.press("ctrl+q")
+    assert f'"theme": "{theme}"' in (tmp_path / "config" / "last.json").read_text()
+
+
+async def test_help_screen_opens_and_closes(make_app) -> None:
+    app = make_app(preload=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        shot = app.export_screenshot()
+        assert "contrastive" in shot and "ctrl+r" in shot and "Compare" in shot
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_command_palette_lists_every_action(make_app) -> None:
+    app = make_app(preload=False)
+    async with app.run_test(size=SIZE):
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {
+            "Run",
+            "Cancel run",
+            "Save run",
+            "Compare methods",
+            "Next sample",
+            "Previous sample",
+            "Next theme",
+            "Help",
+            "Distractors from pack",
+        } <= titles
+
+
+async def test_next_and_previous_sample_update_view_and_bars(make_app) -> None:
+    app = make_app(runner=FakeRunner(), n=4)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_end(pilot)
+        assert app.sample_view.caption.startswith("#0 ")
+        await pilot.press("ctrl+n", "ctrl+n")
+        assert app.grid.selected == 2 and app.sample_view.caption.startswith("#2 ")
+        assert app.bars.text_lines()[0].rstrip().endswith("#2")
+        assert "▶#2" in "".join(app.grid.text_lines())
+        await pilot.press("ctrl+b", "ctrl+b", "ctrl+b")  # wraps around
+        assert app.grid.selected == 3
+
+
+async def test_distractors_from_pack_command(make_app) -> None:
+    app = make_app(preload=False, prompt="three", distractors=["one"])
+    async with app.run_test(size=SIZE) as pilot:
+        app.form.fill_distractors_from_pack()
+        await pilot.pause()
+        assert app.form.state.config.distractors == (
+            "zero",
+            "one",
+            "two",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+        )
