@@ -126,8 +126,15 @@ def count_flops(fn: Callable[[], Any]) -> int:
     # Only the global total is wanted: replace the per-module tracker, whose backward hooks
     # do not support torch.autograd.grad with a leaf input (the guided step's x_t).
     counter.mod_tracker = _GlobalOnly()
-    with sdpa_kernel([SDPBackend.MATH]), counter:
-        fn()
+    # nn.MultiheadAttention's inference fast path (open_clip's towers without grad) is one
+    # fused op the counter has no formula for: count the ordinary path's matmuls instead.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]), counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops())
 
 

@@ -39,6 +39,8 @@ POSTER = {  # the poster's table: minutes for 100 samples on one K80, KID (Incep
 }
 METHOD_NAMES = {"uncond": "unconditional", "spherical": "spherical distance",
                 "contrastive": "contrastive", "optimize": "x_T optimisation"}
+GRID_LABELS = {"uncond": "unconditional", "spherical": "spherical", "contrastive": "contrastive",
+               "optimize": "optimize x(T)"}
 
 
 def log(msg: str) -> None:
@@ -347,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     images: dict[str, str] = {}
     real_imgs = load_real_images(evaluator.real_label if ":" in evaluator.real_label
                                  else args.real, pack.image_size)
-    grid_rows = [(f"real ({evaluator.real_label})"[:24], real_imgs[:16])]
-    grid_rows += [(METHOD_NAMES.get(mm, mm), seed0_runs[mm][0].images[:16]) for mm in methods
+    grid_rows = [(f"real {prompt}", real_imgs[:16])]
+    grid_rows += [(GRID_LABELS.get(mm, mm), seed0_runs[mm][0].images[:16]) for mm in methods
                   if mm in seed0_runs]
     save_png(args.img / "results-grid.png", labelled_grid(grid_rows))
     images["grid"] = "img/results-grid.png"

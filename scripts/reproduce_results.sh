@@ -11,6 +11,10 @@ if [ ! -x "$PY" ]; then PY=python3; fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}   # the digits pack is embedded: nothing to download
 export CLIPTERM_NO_GRAPHICS=1
 
+# One torch thread by default: on a shared 2-core box two threads measured ~3x slower (threads
+# wait on each other while other jobs hold a core). CLIPTERM_THREADS=2 (or --threads 2) overrides.
+THREADS=${CLIPTERM_THREADS:-1}
+
 start=$(date +%s)
-"$PY" scripts/reproduce_results.py "$@"
+"$PY" scripts/reproduce_results.py --threads "$THREADS" "$@"
 echo "reproduce_results: done in $(( $(date +%s) - start )) s" >&2

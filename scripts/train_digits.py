@@ -710,7 +710,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ddpm-max-minutes",
         type=float,
-        default=27.0,
+        default=0.0,
         help="stop the DDPM early after this long (0: no limit)",
     )
     p.add_argument(
