@@ -222,6 +222,16 @@ def _run_one(spec, pack, cfg, out_root: Path, quiet: bool, label: str | None = N
     return result, writer.dir
 
 
+def _with_event_rate(cfg):
+    """About 50 progress events per chain: each event costs a CLIP forward (for the reported
+    probabilities) and a preview copy, which would dominate unguided sampling at every step."""
+    from dataclasses import replace
+
+    if cfg.method == "optimize" or cfg.event_every != 1:
+        return cfg
+    return replace(cfg, event_every=max(1, cfg.steps // 50))
+
+
 def _load(model: str, device: str, clip: str | None):
     from clipterm.models import load_pack
 
@@ -275,7 +285,7 @@ def generate(
     t0 = time.perf_counter()
     pack = _load(model, ddp.device if ddp else device, clip)
     load_s = time.perf_counter() - t0
-    cfg = cfg.validate(pack.train_steps)
+    cfg = _with_event_rate(cfg.validate(pack.train_steps))
     if ddp is None:
         result, run_dir = _run_one(spec, pack, cfg, out_root, quiet or as_json,
                                    extra={"load_seconds": round(load_s, 3)})
@@ -351,7 +361,7 @@ def compare(
                                       subset_size=subset_size, n=n)
     results = []
     for cfg in cfgs:
-        result, run_dir = _run_one(spec, pack, cfg.validate(pack.train_steps), out_root, quiet or as_json,
+        result, run_dir = _run_one(spec, pack, _with_event_rate(cfg.validate(pack.train_steps)), out_root, quiet or as_json,
                                    label=cfg.method)
         results.append((result, run_dir))
     table = compare_table(results, evaluator)

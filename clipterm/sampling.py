@@ -169,9 +169,11 @@ class Runtime:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @classmethod
-    def for_device(cls, device: torch.device) -> Runtime:
+    def for_device(cls, device: torch.device, method: str | None = None) -> Runtime:
+        """The default runtime. ``optimize`` stays fp32 even on CUDA: Adam turns bf16 sign flips
+        of near-zero x_T gradients into full-size steps, so bf16 and fp32 runs diverge."""
         if device.type == "cuda":
-            return cls(precision="bf16", async_events=True)
+            return cls(precision="fp32" if method == "optimize" else "bf16", async_events=True)
         return cls()
 
     @property
@@ -713,7 +715,7 @@ def sample(
     ``runtime`` says how to execute (precision, compile, ...); default
     ``Runtime.for_device(pack.device)``: the unchanged fp32 eager path on the CPU.
     """
-    runtime = Runtime.for_device(pack.device) if runtime is None else runtime
+    runtime = Runtime.for_device(pack.device, cfg.method) if runtime is None else runtime
     _prepare(pack, runtime)
     idx = list(range(cfg.n)) if indices is None else list(indices)
     run = _Run(pack, cfg, on_event, cancel, n_total=len(idx), runtime=runtime)
