@@ -24,7 +24,7 @@ from clipterm.metrics import judge_scores
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--methods", default="contrastive,spherical")
-    ap.add_argument("--scales", default="0.1,0.3,1.0")
+    ap.add_argument("--scales", default="0.1,0.3,1.0", help="comma list, or 'default'")
     ap.add_argument("--prompt", default="seven")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--steps", type=int, default=None)
@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"confidence {real['confidence']:.3f}")
     rows = []
     for method in args.methods.split(","):
-        scales = [None] if method in ("uncond", "optimize") else [float(s) for s in args.scales.split(",")]
+        if method in ("uncond", "optimize") or args.scales == "default":
+            scales: list[float | None] = [None]  # the pack's default
+        else:
+            scales = [float(s) for s in args.scales.split(",")]
         for scale in scales:
             cfg = clipterm.make_config(pack.spec, prompt=args.prompt, method=method, n=args.n,
                                        steps=args.steps, scale=scale, seed=args.seed)
