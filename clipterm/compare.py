@@ -52,12 +52,24 @@ def compare_table(results: Sequence[tuple[RunResult, Path]], evaluator: Any = No
     }
 
 
+EVAL_HEAD = ["KID (mean ± std)", "judged share", "judge confidence"]
+
+
+def eval_cells(row: dict[str, Any]) -> list[str]:
+    """The evaluation columns (EVAL_HEAD) of a table row, '-' where a value is missing."""
+    return [
+        f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}" if "kid_mean" in row else "-",
+        f"{row['judged_share']:.2f}" if row.get("judged_share") is not None else "-",
+        f"{row['judge_confidence']:.3f}" if row.get("judge_confidence") is not None else "-",
+    ]
+
+
 def table_markdown(table: dict[str, Any]) -> str:
     rows = table["rows"]
     has_eval = any("kid_mean" in r for r in rows)
     head = ["method", "n", "seconds", "s/sample", "mean p(target)"]
     if has_eval:
-        head += ["KID (mean ± std)", "judged share", "judge confidence"]
+        head += EVAL_HEAD
     lines = [
         f"prompt: {table['prompt']!r}; captions: {', '.join(table['captions'])}; "
         f"seed {table['seed']}; device {table['device']}",
@@ -70,11 +82,7 @@ def table_markdown(table: dict[str, Any]) -> str:
                  f"{r['seconds_per_sample']:.3f}" if r["seconds_per_sample"] is not None else "-",
                  f"{r['mean_target_prob']:.3f}" if r["mean_target_prob"] is not None else "-"]
         if has_eval:
-            cells += [
-                f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f}" if "kid_mean" in r else "-",
-                f"{r['judged_share']:.2f}" if r.get("judged_share") is not None else "-",
-                f"{r['judge_confidence']:.3f}" if r.get("judge_confidence") is not None else "-",
-            ]
+            cells += eval_cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     if table.get("evaluation"):
         lines += ["", f"evaluation: {table['evaluation']}"]

@@ -137,11 +137,12 @@ def sweep_table(results: Sequence[tuple[Any, Path]], evaluator: Any = None,
 
 
 def sweep_markdown(table: dict[str, Any]) -> str:
+    from clipterm.compare import EVAL_HEAD, eval_cells  # lazy: keeps `clipterm --help` numpy-free
     rows = table["rows"]
     has_eval = any("kid_mean" in r for r in rows)
     head = ["scale", "guide from", "n", "seconds", "mean p(target)"]
     if has_eval:
-        head += ["KID (mean ± std)", "judged share", "judge confidence"]
+        head += EVAL_HEAD
     lines = [
         f"{table['method']} sweep, prompt {table['prompt']!r} against "
         f"{', '.join(table['captions'][1:]) or 'no distractors'}; seed {table['seed']}, "
@@ -155,11 +156,7 @@ def sweep_markdown(table: dict[str, Any]) -> str:
         cells = [f"{r['scale']:g}", guide_from_label(r["guide_from"]), str(r["n"]),
                  f"{r['seconds']:.1f}", f"{p:.3f}" if p is not None else "-"]
         if has_eval:
-            cells += [
-                f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f}" if "kid_mean" in r else "-",
-                f"{r['judged_share']:.2f}" if r.get("judged_share") is not None else "-",
-                f"{r['judge_confidence']:.3f}" if r.get("judge_confidence") is not None else "-",
-            ]
+            cells += eval_cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     if table.get("evaluation"):
         lines += ["", f"evaluation: {table['evaluation']}"]
