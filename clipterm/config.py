@@ -56,7 +56,7 @@ class SamplingConfig:
     clip_input: str = "x0"
     seed_preprocess: bool = False
     guide_from: int | None = None
-    grad_norm: str = "rms"
+    grad_norm: str | None = None  # "rms" unless the pack's defaults say otherwise
     opt_iters: int | None = None
     lr: float | None = None
     init_image: str | None = None
@@ -114,6 +114,7 @@ class SamplingConfig:
             batch=self.batch if self.batch is not None else min(self.n, defaults.get("batch", 100)),
             opt_iters=pick("opt_iters", self.opt_iters),
             lr=pick("lr", self.lr),
+            grad_norm=pick("grad_norm", self.grad_norm) or "rms",
         )
 
     # --------------------------------------------------------------- validate
@@ -156,7 +157,8 @@ class SamplingConfig:
         sampler, eta = ("ddim", 0.0) if self.method == "optimize" else (self.sampler, self.eta)
         if self.clip_input not in CLIP_INPUTS:
             raise ConfigError(f"unknown clip input {self.clip_input!r}: choose x0 or xt")
-        if self.grad_norm not in GRAD_NORMS:
+        grad_norm = "rms" if self.grad_norm is None else self.grad_norm
+        if grad_norm not in GRAD_NORMS:
             raise ConfigError(f"unknown gradient normalisation {self.grad_norm!r}: choose rms or none")
         _finite_nonneg("scale", self.scale)
         _finite_nonneg("eta", self.eta)
@@ -187,6 +189,7 @@ class SamplingConfig:
             distractors=tuple(d.strip() for d in self.distractors),
             sampler=sampler,
             eta=eta,
+            grad_norm=grad_norm,
         )
 
 

@@ -265,8 +265,30 @@ def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torc
 
 
 def guided_eps(eps: torch.Tensor, grad: torch.Tensor, abar_t: torch.Tensor, scale: float) -> torch.Tensor:
-    """The poster's guided mean expressed as a noise prediction: eps - sqrt(1 - abar_t) * gamma * grad."""
+    """The guided noise prediction eps_hat = eps - sqrt(1 - abar_t) * gamma * grad (a score correction)."""
     return eps - (1 - abar_t).sqrt() * scale * grad
+
+
+def guidance_shift(kind: str, grad: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
+                   scale: float, eta: float = 0.0) -> torch.Tensor:
+    """How far guidance moves x_{t-1}: step(eps_hat) - step(eps) for the scheduler's step without
+    clipping x0, eps_hat = ``guided_eps(eps, grad, abar_t, scale)``. Linear in ``grad``.
+
+    For DDPM this is gamma * beta_t / sqrt(alpha_t) * grad: exactly the poster's guided mean. It is
+    added *after* the model's own (x0-clipping) step. Feeding eps_hat through a clipping step
+    instead would be wrong: where x0_hat is saturated (most pixels early in the chain) the clip
+    removes the x0 part of the correction and the direction term alone moves x_{t-1} *against*
+    the gradient, so guidance lowered the target's probability on clip_sample models.
+    """
+    d_eps = -(1 - abar_t).sqrt() * scale * grad
+    dx0_deps = -(1 - abar_t).sqrt() / abar_t.sqrt()
+    if kind == "ddpm":
+        beta_t = 1 - abar_t / abar_prev
+        coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
+        return coef_x0 * dx0_deps * d_eps
+    var = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+    direction = (1 - abar_prev - eta**2 * var).clamp(min=0).sqrt()
+    return (abar_prev.sqrt() * dx0_deps + direction) * d_eps
 
 
 def ddpm_step(
@@ -500,9 +522,11 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
             run.flush(block=False)
         abar_t, abar_prev = schedule.abar[k], schedule.abar_prev[k]
         guide_now = guided_method and (cfg.guide_from is None or t < cfg.guide_from)
-        probs = None
+        probs = shift = None
         if guide_now:
-            eps, probs = _guided_eps(run, x, t, abar_t)
+            eps, grad, probs = _guidance(run, x, t, abar_t)
+            with torch.no_grad():
+                shift = guidance_shift(schedule.kind, grad, abar_t, abar_prev, cfg.scale, cfg.eta)
         else:
             with torch.no_grad():
                 eps = unet_eps(pack, x, t, run.runtime)
@@ -513,6 +537,8 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
                                   schedule.variance_type, schedule.clip_sample)
             else:
                 x, x0 = ddim_step(x, eps, abar_t, abar_prev, cfg.eta, step_noise, schedule.clip_sample)
+            if shift is not None:
+                x = x + shift
         if run.should_emit(k + 1, total):
             if probs is None:
                 probs = run.probs_of(x0)
@@ -586,17 +612,18 @@ def _guided_forward(pack: LoadedPack, cfg: SamplingConfig, runtime: Runtime) -> 
     return _compiled(pack, key, lambda: forward, runtime.compile_mode)
 
 
-def _guided_eps(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The guided noise prediction eps_hat and the caption probabilities CLIP gave at this step."""
+def _guidance(run: _Run, x: torch.Tensor, t: int, abar_t: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the UNet's eps, the guidance gradient as used, the caption probabilities CLIP gave)."""
     cfg = run.cfg
     grad, eps, emb = guidance_gradient(run.pack, cfg, x, t, abar_t, run.text_emb, run.logit_scale,
                                        run.runtime)
     grad, bad = _drop_nonfinite_lazy(grad)
     run.count_nonfinite(bad)
-    if cfg.grad_norm == "rms":
+    if cfg.grad_norm != "none":  # "rms", the default
         grad = guidance.rms_normalise(grad)
     with torch.no_grad():
-        return guided_eps(eps, grad, abar_t, cfg.scale), run.probs(emb)
+        return eps, grad, run.probs(emb)
 
 
 def ddim_chain(pack: LoadedPack, x_T: torch.Tensor, schedule: Schedule,

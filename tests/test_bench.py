@@ -27,7 +27,6 @@ from clipterm.sampling import (
     StepNoise,
     ddpm_step,
     guidance_gradient,
-    guided_eps,
     initial_noise,
     make_schedule,
     predict_x0,
@@ -35,12 +34,13 @@ from clipterm.sampling import (
 )
 
 # bf16 fast path vs the fp32 reference on the tiny pack (measured: grad cos >= 0.9999,
-# eps rel 1%, final mean |d| <= 0.43/255, max probs d 0.002).
+# eps rel 1%, final mean |d| <= 0.43/255, max probs d 0.002; pixels off by > 8 levels: 1.1% for
+# contrastive at scale 1, where guidance, now applied after the x0 clip, amplifies bf16 rounding).
 GRAD_COS_MIN = 0.995
 EPS_REL_MAX = 0.03
 EMB_COS_MIN = 0.999
 FINAL_MEAN_ABS_MAX = 1.5  # uint8 levels
-FINAL_FRAC_OVER_8_MAX = 0.01
+FINAL_FRAC_OVER_8_MAX = 0.02
 PROBS_ABS_MAX = 0.01
 
 
@@ -148,9 +148,11 @@ def test_default_cpu_path_is_the_plain_fp32_loop(tiny_loaded):
         emb = pack.encode_clip_input((predict_x0(x_in, eps, abar) + 1) / 2, already_normalised=False)
         (grad,) = torch.autograd.grad(guidance.contrastive_log_prob(emb, text, pack.logit_scale).sum(), x_in)
         with torch.no_grad():
-            e = guided_eps(eps.detach(), guidance.rms_normalise(grad), abar, cfg.scale)
-            x, _ = ddpm_step(x, e, abar, sched.abar_prev[k], t, noise(), sched.variance_type,
-                             sched.clip_sample)
+            # The model's own (x0-clipping) step, then the poster's mean shift gamma beta g / sqrt(alpha).
+            x, _ = ddpm_step(x, eps.detach(), abar, sched.abar_prev[k], t, noise(),
+                             sched.variance_type, sched.clip_sample)
+            alpha = abar / sched.abar_prev[k]
+            x = x + cfg.scale * (1 - alpha) / alpha.sqrt() * guidance.rms_normalise(grad)
     expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(got.images, expected)
     assert "runtime" not in got.extra

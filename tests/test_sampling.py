@@ -89,20 +89,52 @@ def test_ddim_chain_strides_the_1000_step_schedule(tiny_loaded):
     assert float(sched.abar[0]) < 0.01  # truly noisy at the start, unlike a fresh short schedule
 
 
-def test_guided_eps_is_the_posters_mean():
-    """eps_hat = eps - sqrt(1-abar) g gives mean = (x - beta/sqrt(1-abar) eps + gamma beta g)/sqrt(alpha)."""
+def test_guidance_shift_is_the_posters_mean():
+    """DDPM step + shift = (x - beta/sqrt(1-abar) eps + gamma beta g)/sqrt(alpha), the seed's update,
+    and for both samplers the shift is what eps_hat = eps - sqrt(1-abar) gamma g changes in an
+    unclipped step."""
     torch.manual_seed(2)
-    x, eps, g = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    x, eps, g = (torch.randn(3, 2, 4, 4, dtype=torch.float64) for _ in range(3))
     abar_prev = torch.tensor(0.6, dtype=torch.float64)
     abar_t = torch.tensor(0.55, dtype=torch.float64)
     alpha, beta, gamma = abar_t / abar_prev, 1 - abar_t / abar_prev, 3.0
-    x, eps, g = x.double(), eps.double(), g.double()
-    from clipterm.sampling import guided_eps
+    from clipterm.sampling import guidance_shift, guided_eps
 
-    got, _ = ddpm_step(x, guided_eps(eps, g, abar_t, gamma), abar_t, abar_prev, 5, None,
-                       "fixed_large", None)
+    plain, _ = ddpm_step(x, eps, abar_t, abar_prev, 5, None, "fixed_large", None)
+    got = plain + guidance_shift("ddpm", g, abar_t, abar_prev, gamma)
     poster = (x - beta / (1 - abar_t).sqrt() * eps + gamma * beta * g) / alpha.sqrt()
     torch.testing.assert_close(got, poster)
+    hat = guided_eps(eps, g, abar_t, gamma)
+    for eta in (0.0, 0.5):
+        a, _ = ddim_step(x, hat, abar_t, abar_prev, eta, None, None)
+        b, _ = ddim_step(x, eps, abar_t, abar_prev, eta, None, None)
+        torch.testing.assert_close(guidance_shift("ddim", g, abar_t, abar_prev, gamma, eta), a - b)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_guidance_moves_along_the_gradient_when_x0_is_clipped(kind):
+    """Early in the chain x0_hat lies far outside [-1, 1]. Pushing eps_hat through the clipping
+    step loses the x0 part of the correction, and for DDIM the rest points *against* the gradient
+    (the bug that made guidance lower p(target) on clip_sample models). The shift never does."""
+    torch.manual_seed(3)
+    abar_t, abar_prev = torch.tensor(0.05), torch.tensor(0.07)
+    x, eps, g = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    x = 5 * x  # x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar) is saturated almost everywhere
+    assert (predict_x0(x, eps, abar_t).abs() > 1).float().mean() > 0.9
+    from clipterm.sampling import guidance_shift, guided_eps
+
+    def step(e):
+        if kind == "ddpm":
+            return ddpm_step(x, e, abar_t, abar_prev, 5, None, "fixed_large", 1.0)[0]
+        return ddim_step(x, e, abar_t, abar_prev, 0.0, None, 1.0)[0]
+
+    shift = guidance_shift(kind, g, abar_t, abar_prev, 1.0)
+    assert float((shift * g).sum()) > 0
+    through_clip = step(guided_eps(eps, g, abar_t, 1.0)) - step(eps)
+    if kind == "ddim":
+        assert float((through_clip * g).sum()) < 0
+    else:
+        assert float(through_clip.abs().sum()) < 0.1 * float(shift.abs().sum())
 
 
 # ----------------------------------------------------------------------------- gradients
