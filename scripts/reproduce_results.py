@@ -74,6 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "results")
     p.add_argument("--page", type=Path, default=ROOT / "docs" / "RESULTS.md")
     p.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
+    p.add_argument("--init-class", default="one",
+                   help="digits packs: x_T optimisation from held-out images of this class "
+                        "(--init-image), scored as the target ('' to skip)")
+    p.add_argument("--init-count", type=int, default=12)
+    p.add_argument("--write-manifest", action="store_true",
+                   help="also record the measured quality in the pack's manifest.json "
+                        "(the embedded digits pack, default settings only)")
+    p.add_argument("--manifest", type=Path,
+                   default=ROOT / "clipterm" / "packs" / "digits" / "manifest.json")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     return p.parse_args(argv)
 
@@ -298,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
             if seed == seeds[0]:
                 seed0_runs[method] = (result, run_dir)
 
+    # 2b. x_T optimisation from real images of another class (DDIM-inverted --init-image)
+    init = None
+    if ("optimize" in methods and args.init_class and args.init_count > 0
+            and evaluator.real_label.startswith("digits:") and pack.judge is not None):
+        init = init_image_runs(pack, spec, prompt, args, cache, run_root, seeds[0])
+
     # 3. reference rows
     references: list[dict[str, Any]] = []
     if evaluator.real_label.startswith("digits:"):
@@ -354,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
                   if mm in seed0_runs]
     save_png(args.img / "results-grid.png", labelled_grid(grid_rows))
     images["grid"] = "img/results-grid.png"
+    if init is not None:
+        save_png(args.img / "results-init-image.png", labelled_grid(
+            [(f"real {args.init_class}", init.pop("_before")),
+             ("optimize x(T)", init.pop("_after"))]))
+        images["init"] = "img/results-init-image.png"
     if have_matplotlib():
         for mm in ("contrastive", "spherical"):
             if mm in seed0_runs:
@@ -379,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
            "device": str(pack.device), "date": _dt.date.today().isoformat(),
            "machine": platform.machine(), "wall_s": wall}
     everything = {"env": env, "records": records, "references": references, "check": check,
+                  "init_image": init,
                   "sweeps": sweep_tables, "evaluation": evaluator.describe(), "m": m, "m10": m10,
                   "args": {k: str(v) for k, v in vars(args).items()}}
     (run_root / "results.json").write_text(json.dumps(everything, indent=2, default=str) + "\n")
@@ -387,7 +408,107 @@ def main(argv: list[str] | None = None) -> int:
     args.page.write_text(page)
     shutil.copy(args.page, run_root / args.page.name)
     log(f"wrote {args.page} and {run_root} in {wall / 60:.1f} min")
+    if args.write_manifest:
+        path = write_manifest_quality(everything, methods, seeds, prompt, pack, args)
+        log(f"wrote the quality entry of {path}")
     return 0
+
+
+def init_image_runs(pack: Any, spec: Any, prompt: str, args: argparse.Namespace, cache: Any,
+                    run_root: Path, seed: int) -> dict[str, Any]:
+    """x_T optimisation from each of the first ``--init-count`` held-out images of
+    ``--init-class``: how many end up judged as the target, how many stay what they were."""
+    from clipterm import data
+    from clipterm.api import make_config
+    from clipterm.metrics import judge_scores
+    from clipterm.output import save_png
+
+    source = data.class_index(args.init_class)
+    target = data.class_index(prompt)
+    reals = data.real_digit_images(source, split="test", size=pack.image_size)[:args.init_count]
+    folder = run_root / "init-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    outs, seconds = [], 0.0
+    for i, img in enumerate(reals):
+        path = folder / f"{args.init_class}-{i:02d}.png"
+        save_png(path, img)
+        cfg = make_config(spec, prompt=prompt, method="optimize", n=1, seed=seed,
+                          init_image=str(path), steps=args.steps,
+                          **({"opt_iters": 2} if args.quick else {}))
+        log(f"init image {i + 1}/{len(reals)}: optimize from real {args.init_class} #{i}")
+        result, _ = cache.run(pack, cfg, run_root / "init-runs")
+        outs.append(result.images[0])
+        seconds += result.seconds
+    after = np.stack(outs)
+    to_target = judge_scores(pack.judge, after, target)
+    still = judge_scores(pack.judge, after, source)
+    return {"source": args.init_class, "n": len(reals), "seed": seed,
+            "judged_target_share": to_target["target_share"],
+            "judged_source_share": still["target_share"],
+            "judge_confidence": to_target["confidence"], "histogram": to_target["histogram"],
+            "seconds": seconds, "_before": reals, "_after": after}
+
+
+def write_manifest_quality(r: dict[str, Any], methods: list[str], seeds: list[int], prompt: str,
+                           pack: Any, args: argparse.Namespace) -> Path:
+    """Record the measured quality (and the issue's bars) in the embedded pack's manifest."""
+    if args.model != "digits" or args.quick or args.preset or args.steps:
+        raise SystemExit("--write-manifest: only for the digits pack at its default settings")
+    path = args.manifest
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    by = {mm: [x for x in r["records"] if x["method"] == mm] for mm in methods}
+    from clipterm import data
+    from clipterm.metrics import judge_scores
+
+    held_out = np.concatenate([data.real_digit_images(c, split="test", size=pack.image_size)
+                               for c in range(10)])
+    real_conf = round(judge_scores(pack.judge, held_out, 0)["confidence"], 3)
+    cfgs = {mm: json.loads(Path(rows[0]["run_dir"], "run.json").read_text())["config"]
+            for mm, rows in by.items()}
+    setting = "; ".join(
+        f"{mm}: {c['steps']} {c['sampler']} steps"
+        + (f", scale {c['scale']:g} ({c['grad_norm']} gradients)"
+           if mm in ("spherical", "contrastive") else "")
+        + (f", {c['opt_iters']} Adam iterations, lr {c['lr']:g}" if mm == "optimize" else "")
+        for mm, c in cfgs.items())
+    quality: dict[str, Any] = {
+        "measured_by": f"scripts/reproduce_results.sh (docs/RESULTS.md), {r['env']['date']}, "
+                       f"{r['env']['cpus']} CPU cores",
+        "setting": f"target {prompt!r}, the other {len(pack.captions) - 1} captions as "
+                   f"distractors, n={args.n} per method and seed, seeds "
+                   f"{','.join(map(str, seeds))}, pack defaults ({setting})",
+        "judge_confidence_real_test_digits": real_conf,
+        "methods": {},
+    }
+    for mm, rows in by.items():
+        def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return float(np.mean([x[key] for x in rows]))
+        quality["methods"][mm] = {
+            "judged_share_per_seed": [round(x["judged_share"], 3) for x in rows],
+            "judged_share_mean": round(mean("judged_share"), 3),
+            "judge_confidence_mean": round(mean("judge_confidence"), 3),
+            f"kid_judge_m{r['m']}_mean": round(mean("kid"), 4),
+            "mean_clip_p_target": round(mean("mean_target_prob"), 3),
+            "seconds_per_n_mean": round(mean("seconds"), 1),
+        }
+    share = {mm: quality["methods"][mm]["judged_share_mean"] for mm in quality["methods"]}
+    conf = {mm: quality["methods"][mm]["judge_confidence_mean"] for mm in quality["methods"]}
+    bars = {"contrastive_judged_share_min": 0.8, "spherical_judged_share_min": 0.6,
+            "guided_judge_confidence_within": 0.1}
+    if "contrastive" in share and "spherical" in share:
+        bars["met_share"] = bool(share["contrastive"] >= 0.8 and share["spherical"] >= 0.6)
+        if real_conf is not None:
+            bars["met_confidence"] = {mm: bool(real_conf - conf[mm] <= 0.1)
+                                      for mm in ("spherical", "contrastive")}
+    quality["bars"] = bars
+    if r.get("init_image"):
+        quality["optimize_from_init_image"] = {
+            k: v for k, v in r["init_image"].items() if not k.startswith("_")}
+    manifest["quality"] = quality
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 # ----------------------------------------------------------------------------- the page
@@ -469,6 +590,18 @@ def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt:
         add(f"![samples]({images['grid']})\n")
         add(f"*Top row: real images of the target; then the first 16 samples of each method at "
             f"seed {seeds[0]} (same x_T in every column).*\n")
+
+    init = r.get("init_image")
+    if init:
+        add("### x_T optimisation from a real image\n")
+        add(f"`--init-image`: each of the first {init['n']} held-out {init['source']}s is "
+            f"DDIM-inverted to x_T, which is then optimised toward {prompt!r} (pack defaults, "
+            f"seed {init['seed']}). Judged {prompt}: **{init['judged_target_share']:.2f}**; "
+            f"still judged {init['source']}: {init['judged_source_share']:.2f}; judge "
+            f"confidence {init['judge_confidence']:.3f}; {init['seconds']:.0f} s in all.\n")
+        if "init" in images:
+            add(f"![init image]({images['init']})\n")
+            add(f"*Top: the real {init['source']}s; bottom: after x_T optimisation.*\n")
 
     add("## Which of the poster's conclusions hold here\n")
     add(f"Rule: a claim *holds* when the difference of the seed means exceeds twice its standard "
