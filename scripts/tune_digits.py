@@ -3,8 +3,8 @@
     python scripts/tune_digits.py --methods contrastive,spherical --scales 0.1,0.3,1 --n 50
 
 Prints one row per (method, scale): judged share of the target, the judge's mean confidence,
-mean CLIP p(target), seconds. The numbers chosen go into clipterm/packs/digits.json and the
-pack manifest's "quality" entry (see --write-manifest).
+mean CLIP p(target), seconds. The numbers chosen go into clipterm/packs/digits.json; the pack
+manifest's "quality" entry is then measured by ``scripts/reproduce_results.sh --write-manifest``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--prompt", default="seven")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--grad-norm", default=None, help="rms | none (default: the pack's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
@@ -45,12 +46,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             scales = [float(s) for s in args.scales.split(",")]
         for scale in scales:
             cfg = clipterm.make_config(pack.spec, prompt=args.prompt, method=method, n=args.n,
-                                       steps=args.steps, scale=scale, seed=args.seed)
+                                       steps=args.steps, scale=scale, seed=args.seed,
+                                       grad_norm=args.grad_norm)
             t0 = time.perf_counter()
             res = clipterm.sample(pack, cfg)
             secs = time.perf_counter() - t0
             js = judge_scores(pack.judge, res.images, target)
-            row = {"method": method, "scale": cfg.scale, "steps": cfg.steps, "n": args.n,
+            row = {"method": method, "scale": cfg.scale, "grad_norm": cfg.grad_norm,
+                   "steps": cfg.steps, "n": args.n,
                    "judged_share": round(js["target_share"], 3),
                    "judge_confidence": round(js["confidence"], 3),
                    "mean_target_prob": round(res.mean_target_prob, 3),
