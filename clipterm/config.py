@@ -22,7 +22,8 @@ GRAD_NORMS = ("rms", "none")
 
 # Settings a preset fixes. "poster" is the seed code's setting (../shared/seed/reference-facts.md):
 # 1000 DDPM steps, batch 100, seed 236, CLIP fed the noisy sample without mapping [-1, 1] to
-# [0, 1], raw (unnormalised) gradients with scale 100 (contrastive) or 1000 (spherical).
+# [0, 1], raw (unnormalised) gradients with scale 100 (contrastive) or 1000 (spherical), and
+# its eps-form update, which never clips the predicted x0.
 PRESETS: dict[str, dict[str, Any]] = {
     "poster": {
         "n": 100,
@@ -32,6 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 236,
         "clip_input": "xt",
         "seed_preprocess": True,
+        "clip_x0": False,
         "grad_norm": "none",
         "scale_by_method": {"contrastive": 100.0, "spherical": 1000.0},
         "distractors": "others",
@@ -55,6 +57,9 @@ class SamplingConfig:
     seed: int = 0
     clip_input: str = "x0"
     seed_preprocess: bool = False
+    # Clip the predicted x0 inside each step when the model's scheduler does (diffusers'
+    # clip_sample). The seed code's eps-form update never clipped; the poster preset turns it off.
+    clip_x0: bool = True
     guide_from: int | None = None
     grad_norm: str | None = None  # "rms" unless the pack's defaults say otherwise
     opt_iters: int | None = None

@@ -513,6 +513,7 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
     cfg, pack = run.cfg, run.pack
     guided_method = cfg.method in ("spherical", "contrastive") and cfg.scale > 0
     total = len(schedule)
+    clip = schedule.clip_sample if cfg.clip_x0 else None
     x0 = x
     for k, t in enumerate(schedule.timesteps):
         if run.cancelled:
@@ -534,9 +535,9 @@ def _reverse_chain(run: _Run, x: torch.Tensor, noise: StepNoise, schedule: Sched
             step_noise = noise() if (schedule.kind == "ddpm" or cfg.eta > 0) else None
             if schedule.kind == "ddpm":
                 x, x0 = ddpm_step(x, eps, abar_t, abar_prev, t, step_noise,
-                                  schedule.variance_type, schedule.clip_sample)
+                                  schedule.variance_type, clip)
             else:
-                x, x0 = ddim_step(x, eps, abar_t, abar_prev, cfg.eta, step_noise, schedule.clip_sample)
+                x, x0 = ddim_step(x, eps, abar_t, abar_prev, cfg.eta, step_noise, clip)
             if shift is not None:
                 x = x + shift
         if run.should_emit(k + 1, total):

@@ -116,7 +116,7 @@ def verdict(a: dict[str, Any], b: dict[str, Any], k: int) -> tuple[str, float, f
 
 def labelled_grid(rows: list[tuple[str, np.ndarray]], scale: int = 2) -> np.ndarray:
     """Rows of images with a text label on the left, upscaled ``scale`` times (nearest)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     from clipterm.output import rows_grid
 
@@ -127,9 +127,10 @@ def labelled_grid(rows: list[tuple[str, np.ndarray]], scale: int = 2) -> np.ndar
     canvas = Image.new("RGB", (img.width + margin, img.height), (255, 255, 255))
     canvas.paste(img, (margin, 0))
     draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
     row_h = img.height / len(rows)
     for i, (name, _) in enumerate(rows):
-        draw.text((6, int(row_h * i + row_h / 2 - 6)), name, fill=(0, 0, 0))
+        draw.text((6, int(row_h * i + row_h / 2 - 8)), name, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
 

@@ -118,6 +118,7 @@ def test_preset_poster_is_the_seed_setting(tiny_pack):
     cfg = clipterm.make_config(spec, prompt="one", method="contrastive", preset="poster")
     assert (cfg.steps, cfg.n, cfg.batch, cfg.seed, cfg.scale) == (1000, 100, 100, 236, 100.0)
     assert cfg.clip_input == "xt" and cfg.seed_preprocess and cfg.grad_norm == "none"
+    assert cfg.clip_x0 is False  # the seed's eps-form update never clipped x0
     assert cfg.distractors == ("zero", "two", "three")
     sph = clipterm.make_config(spec, prompt="one", method="spherical", preset="poster")
     assert sph.scale == 1000.0

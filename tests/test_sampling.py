@@ -111,6 +111,38 @@ def test_guidance_shift_is_the_posters_mean():
         torch.testing.assert_close(guidance_shift("ddim", g, abar_t, abar_prev, gamma, eta), a - b)
 
 
+def test_unclipped_ddpm_run_is_the_seed_update(tiny_loaded):
+    """clip_x0=False (the poster preset) runs the seed's update with no clip anywhere:
+    x = (x - beta/sqrt(1-abar) eps) / sqrt(alpha) + sqrt(beta) z, here with gamma = 0."""
+    from dataclasses import replace
+
+    pack = tiny_loaded
+    cfg = replace(cfg_for(pack, method="uncond", n=3, batch=3, steps=6, sampler="ddpm",
+                          scale=0.0).resolve(pack.defaults), clip_x0=False).validate(pack.train_steps)
+    got = sample(pack, cfg)
+    sched = make_schedule(pack.scheduler, "ddpm", 6, pack.device)
+    assert sched.clip_sample is not None  # the model's scheduler clips; this run must not
+    idx = [0, 1, 2]
+    x = initial_noise(cfg.seed, idx, (3, 8, 8), pack.device)
+    noise = StepNoise(cfg.seed, idx, (3, 8, 8), pack.device)
+    clipped_somewhere = False
+    with torch.no_grad():
+        for k, t in enumerate(sched.timesteps):
+            abar, alpha = sched.abar[k], sched.abar[k] / sched.abar_prev[k]
+            beta = 1 - alpha
+            eps = pack.unet(x, torch.full((3,), t, dtype=torch.long)).sample
+            clipped_somewhere |= bool((predict_x0(x, eps, abar).abs() > 1).any())
+            x = (x - beta / (1 - abar).sqrt() * eps) / alpha.sqrt()
+            z = noise()
+            if t > 0:
+                x = x + beta.sqrt() * z
+    expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.images.astype(int) - expected.astype(int)).max() <= 1
+    assert clipped_somewhere  # so the default (clipping) run differs from this one
+    default = sample(pack, replace(cfg, clip_x0=True))
+    assert not np.array_equal(default.images, got.images)
+
+
 @pytest.mark.parametrize("kind", ["ddpm", "ddim"])
 def test_guidance_moves_along_the_gradient_when_x0_is_clipped(kind):
     """Early in the chain x0_hat lies far outside [-1, 1]. Pushing eps_hat through the clipping
