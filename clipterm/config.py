@@ -119,7 +119,7 @@ class SamplingConfig:
             batch=self.batch if self.batch is not None else min(self.n, defaults.get("batch", 100)),
             opt_iters=pick("opt_iters", self.opt_iters),
             lr=pick("lr", self.lr),
-            grad_norm=pick("grad_norm", self.grad_norm) or "rms",
+            grad_norm=pick("grad_norm", self.grad_norm),  # None -> "rms" in validate
         )
 
     # --------------------------------------------------------------- validate

@@ -283,12 +283,27 @@ def guidance_shift(kind: str, grad: torch.Tensor, abar_t: torch.Tensor, abar_pre
     d_eps = -(1 - abar_t).sqrt() * scale * grad
     dx0_deps = -(1 - abar_t).sqrt() / abar_t.sqrt()
     if kind == "ddpm":
-        beta_t = 1 - abar_t / abar_prev
-        coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
-        return coef_x0 * dx0_deps * d_eps
-    var = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
-    direction = (1 - abar_prev - eta**2 * var).clamp(min=0).sqrt()
+        return _ddpm_coefs(abar_t, abar_prev)[2] * dx0_deps * d_eps
+    _, direction = _ddim_coefs(abar_t, abar_prev, eta)
     return (abar_prev.sqrt() * dx0_deps + direction) * d_eps
+
+
+def _ddpm_coefs(abar_t: torch.Tensor, abar_prev: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(alpha_t, beta_t, coefficient of x0, coefficient of x_t) of the DDPM posterior mean."""
+    alpha_t = abar_t / abar_prev
+    beta_t = 1 - alpha_t
+    coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
+    coef_xt = alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
+    return alpha_t, beta_t, coef_x0, coef_xt
+
+
+def _ddim_coefs(abar_t: torch.Tensor, abar_prev: torch.Tensor, eta: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma_t, coefficient of eps in the direction term) of a DDIM step."""
+    var = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+    sigma = eta * var.sqrt()
+    return sigma, (1 - abar_prev - sigma**2).clamp(min=0).sqrt()
 
 
 def ddpm_step(
@@ -302,13 +317,10 @@ def ddpm_step(
     clip_sample: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step (diffusers' DDPMScheduler.step). Returns (x_prev, x0_hat)."""
-    alpha_t = abar_t / abar_prev
-    beta_t = 1 - alpha_t
+    _, beta_t, coef_x0, coef_xt = _ddpm_coefs(abar_t, abar_prev)
     x0 = predict_x0(x, eps, abar_t)
     if clip_sample is not None:
         x0 = x0.clamp(-clip_sample, clip_sample)
-    coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
-    coef_xt = alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
     mean = coef_x0 * x0 + coef_xt * x
     if t > 0 and noise is not None:
         if variance_type.startswith("fixed_large"):
@@ -332,10 +344,8 @@ def ddim_step(
     x0 = predict_x0(x, eps, abar_t)
     if clip_sample is not None:
         x0 = x0.clamp(-clip_sample, clip_sample)
-    var = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
-    sigma = eta * var.sqrt()
-    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
-    x_prev = abar_prev.sqrt() * x0 + direction
+    sigma, direction = _ddim_coefs(abar_t, abar_prev, eta)
+    x_prev = abar_prev.sqrt() * x0 + direction * eps
     if eta > 0 and noise is not None:
         x_prev = x_prev + sigma * noise
     return x_prev, x0

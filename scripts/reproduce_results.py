@@ -84,7 +84,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--manifest", type=Path,
                    default=ROOT / "clipterm" / "packs" / "digits" / "manifest.json")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.write_manifest and (why := manifest_refusal(args)):
+        p.error(why)  # before the run, not after 20 minutes of it
+    return args
+
+
+def manifest_refusal(args: argparse.Namespace) -> str | None:
+    """Why --write-manifest cannot record this run's numbers as the pack's quality, if so."""
+    if args.model != "digits" or args.quick or args.preset or args.steps:
+        return "--write-manifest: only for the digits pack at its default settings"
+    return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -453,8 +463,9 @@ def init_image_runs(pack: Any, spec: Any, prompt: str, args: argparse.Namespace,
 def write_manifest_quality(r: dict[str, Any], methods: list[str], seeds: list[int], prompt: str,
                            pack: Any, args: argparse.Namespace) -> Path:
     """Record the measured quality (and the issue's bars) in the embedded pack's manifest."""
-    if args.model != "digits" or args.quick or args.preset or args.steps:
-        raise SystemExit("--write-manifest: only for the digits pack at its default settings")
+    why = manifest_refusal(args)
+    if why:
+        raise SystemExit(why)
     path = args.manifest
     manifest = json.loads(path.read_text(encoding="utf-8"))
     by = {mm: [x for x in r["records"] if x["method"] == mm] for mm in methods}
