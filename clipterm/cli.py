@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from clipterm.errors import UserError
+from clipterm.sanitize import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipterm.events import RunResult, StepEvent
@@ -29,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 METHOD_HELP = "uncond | spherical | contrastive | optimize"
@@ -425,12 +427,26 @@ _bench_commands.register(app)
 
 
 # ----------------------------------------------------------------------------- entry point
+def _click_error_types() -> tuple[type[BaseException], ...]:
+    """The ClickException classes a usage error can come as: Typer >= 0.26 vendors its own copy
+    of Click (``typer.BadParameter`` derives from it), older Typer uses Click itself."""
+    found = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover - Typer without Click
+        pass
+    return tuple(dict.fromkeys(found))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit code 2 for what a user can fix."""
+    click_errors = _click_error_types()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="clipterm")
     except UserError as exc:
-        _err(str(exc))
+        _err(printable(exc))
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -440,10 +456,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-        raise
+    except click_errors as exc:
+        if getattr(exc, "ctx", None) is None:  # raised by the parser before a context existed
+            args = sys.argv[1:] if argv is None else list(argv)
+            cmd = next((a for a in args if not a.startswith("-")), "")
+            where = f"clipterm {printable(cmd)}".strip() if cmd else "clipterm"
+            sys.stderr.write(f"Usage: {where} [OPTIONS]\nTry '{where} -h' for help.\n\n")
+        exc.show()  # Typer's usual short usage message: usage line, hint, "Error: ..."
+        usage = any(c.__name__ == "UsageError" for c in type(exc).__mro__)
+        sys.exit(2 if usage else getattr(exc, "exit_code", 1))
