@@ -4,10 +4,8 @@ The Python API (imported lazily, so ``import clipterm`` stays cheap)::
 
     import clipterm
     pack = clipterm.load_pack("digits", device="auto")
-    cfg = clipterm.SamplingConfig(method="contrastive", prompt="seven",
-                                  distractors=pack.spec.distractors_for("seven"), n=16)
-    cfg = cfg.resolve(pack.defaults).validate(pack.train_steps)
-    result = clipterm.sample(pack, cfg)
+    cfg = clipterm.resolve(pack.spec, prompt="seven", method="contrastive", n=16)
+    result = clipterm.sample(pack, cfg, on_event=lambda ev: print(ev.step, ev.total))
     clipterm.write_run(result, "out", pack.name)
 """
 
@@ -18,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SamplingConfig": "clipterm.config",
+    "RunConfig": "clipterm.config",
+    "resolve": "clipterm.config",
     "ConfigError": "clipterm.errors",
     "UserError": "clipterm.errors",
     "StepEvent": "clipterm.events",
@@ -32,13 +31,13 @@ _LAZY = {
 }
 
 __all__ = [
-    "ConfigError", "LoadedPack", "RunResult", "SamplingConfig", "StepEvent", "UserError",
-    "generate", "load_pack", "make_config", "sample", "write_run",
+    "ConfigError", "LoadedPack", "RunConfig", "RunResult", "StepEvent", "UserError",
+    "generate", "load_pack", "make_config", "resolve", "sample", "write_run",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipterm.api import generate, make_config
-    from clipterm.config import SamplingConfig
+    from clipterm.config import RunConfig, resolve
     from clipterm.errors import ConfigError, UserError
     from clipterm.events import RunResult, StepEvent
     from clipterm.models import LoadedPack, load_pack

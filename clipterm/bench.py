@@ -39,22 +39,20 @@ import torch
 import torch.nn.functional as F
 
 from clipterm import guidance
-from clipterm.config import SamplingConfig
+from clipterm.config import GUIDED_METHODS as GUIDED
+from clipterm.config import METHODS, RunConfig, resolve
 from clipterm.errors import UserError
+from clipterm.guide import CaptionScorer
 from clipterm.models import LoadedPack, resolve_device
+from clipterm.optimize import optimize_iteration
 from clipterm.packs import PACKS_DIR, get_pack_spec
-from clipterm.sampling import (
-    REFERENCE_RUNTIME,
-    Runtime,
-    _Run,
-    initial_noise,
-    make_schedule,
-    optimize_iteration,
-    sample,
-)
+from clipterm.reporting import Reporter
+from clipterm.runtime import DEFAULT_CPU_RUNTIME as REFERENCE_RUNTIME
+from clipterm.runtime import Runtime
+from clipterm.sampling import sample
+from clipterm.schedule import make_schedule
+from clipterm.seeds import initial_noise
 
-METHODS = ("uncond", "spherical", "contrastive", "optimize")
-GUIDED = ("spherical", "contrastive")
 CIFAR10_UNET_CONFIG = PACKS_DIR / "architectures" / "cifar10_unet.json"
 # The seed's guidance scales (reference-facts.md): raw gradients, gamma 100 / 1000.
 SEED_SCALES = {"contrastive": 100.0, "spherical": 1000.0}
@@ -196,16 +194,18 @@ def _difference(t_long: float, t_short: float, n: int, t_total_steps: int) -> fl
 
 
 # ----------------------------------------------------------------------------- ours
-def bench_config(pack: LoadedPack, method: str, batch: int, clip_input: str) -> SamplingConfig:
-    spec = pack.spec
-    prompt = spec.default_prompt
-    cfg = SamplingConfig(
-        method=method, prompt=prompt, distractors=spec.distractors_for(prompt), n=batch,
-        batch=batch, sampler="ddpm", clip_input=clip_input if method in GUIDED else "x0",
-        scale=1.0 if method in GUIDED else 0.0, opt_iters=1, lr=0.05, steps=1, seed=0,
-        event_every=1_000_000,
-    )
-    return cfg.resolve(pack.defaults).validate(pack.train_steps)
+def bench_config(pack: LoadedPack, method: str, batch: int, clip_input: str) -> RunConfig:
+    guided = method in GUIDED
+    return resolve(pack.spec, method=method, n=batch, batch=batch, steps=1, seed=0,
+                   sampler="ddpm" if method != "optimize" else None,
+                   clip_input=clip_input if guided else None, scale=1.0 if guided else None,
+                   opt_iters=1 if method == "optimize" else None,
+                   lr=0.05 if method == "optimize" else None)
+
+
+def quiet_reporter() -> Reporter:
+    """Nobody listens, and the trace grid is one point per chain: reporting costs ~nothing."""
+    return Reporter(None, trace_points=1)
 
 
 def time_method(pack: LoadedPack, method: str, runtime: Runtime, batch: int, warmup: int,
@@ -215,11 +215,12 @@ def time_method(pack: LoadedPack, method: str, runtime: Runtime, batch: int, war
     base = bench_config(pack, method, batch, clip_input)
     if method == "optimize":
         def run(n: int) -> None:
-            sample(pack, replace(base, steps=timed, opt_iters=n), runtime=runtime)
+            sample(pack, replace(base, steps=timed, opt_iters=n), runtime=runtime,
+                   reporter=quiet_reporter())
         short, long_, per = 1, 2, timed
     else:
         def run(n: int) -> None:
-            sample(pack, replace(base, steps=n), runtime=runtime)
+            sample(pack, replace(base, steps=n), runtime=runtime, reporter=quiet_reporter())
         short, long_, per = warmup, warmup + timed, timed
     t0 = time.perf_counter()
     run(short)  # warm-up: allocator, cuDNN autotune, compilation
@@ -240,11 +241,15 @@ def flops_of_method(pack: LoadedPack, method: str, batch: int, timed: int,
     pack.encode_text(base.captions)  # cached from here on, so neither run counts it
     if method == "optimize":
         steps = min(timed, 2)
-        a = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=1), runtime=REFERENCE_RUNTIME))
-        b = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=2), runtime=REFERENCE_RUNTIME))
+        a = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=1), runtime=REFERENCE_RUNTIME,
+                                        reporter=quiet_reporter()))
+        b = count_flops(lambda: sample(pack, replace(base, steps=steps, opt_iters=2), runtime=REFERENCE_RUNTIME,
+                                        reporter=quiet_reporter()))
         return (b - a) // steps
-    a = count_flops(lambda: sample(pack, replace(base, steps=1), runtime=REFERENCE_RUNTIME))
-    b = count_flops(lambda: sample(pack, replace(base, steps=2), runtime=REFERENCE_RUNTIME))
+    a = count_flops(lambda: sample(pack, replace(base, steps=1), runtime=REFERENCE_RUNTIME,
+                                        reporter=quiet_reporter()))
+    b = count_flops(lambda: sample(pack, replace(base, steps=2), runtime=REFERENCE_RUNTIME,
+                                        reporter=quiet_reporter()))
     return b - a
 
 
@@ -349,7 +354,7 @@ def optimize_memory(pack: LoadedPack, batch: int, steps: int, use_checkpoint: bo
     """
     dev = pack.device
     cfg = replace(bench_config(pack, "optimize", batch, "x0"), steps=steps, n=batch, batch=batch)
-    run = _Run(pack, cfg, None, None, n_total=batch, runtime=runtime)
+    scorer = CaptionScorer(pack, cfg.captions, runtime)
     schedule = make_schedule(pack.scheduler, "ddim", steps, dev)
     x_T = initial_noise(0, list(range(batch)), (pack.channels, pack.image_size, pack.image_size), dev)
     param = x_T.clone().requires_grad_(True)
@@ -357,7 +362,7 @@ def optimize_memory(pack: LoadedPack, batch: int, steps: int, use_checkpoint: bo
                            "precision": runtime.precision}
 
     def one() -> None:
-        optimize_iteration(run, param, schedule, use_checkpoint)
+        optimize_iteration(pack, scorer, param, schedule, use_checkpoint)
 
     try:
         if dev.type == "cuda":
@@ -407,7 +412,7 @@ def precision_agreement(pack: LoadedPack, method: str, n: int, steps: int, fast:
                         seed: int = 236) -> dict[str, Any]:
     """Final images of the fp32 reference and of ``fast`` for the same seed: uint8 differences."""
     cfg = replace(bench_config(pack, method, n, "x0"), steps=steps, seed=seed,
-                  opt_iters=2 if method == "optimize" else 1)
+                  opt_iters=2 if method == "optimize" else None)
     ref = sample(pack, cfg, runtime=REFERENCE_RUNTIME)
     got = sample(pack, cfg, runtime=fast)
     diff = (ref.images.astype("int16") - got.images.astype("int16"))

@@ -1,24 +1,50 @@
-"""SamplingConfig: one validated description of a run.
+"""RunConfig: everything that defines a run, complete and valid by construction.
 
-The CLI and the TUI build a config from what the user typed, call :meth:`SamplingConfig.resolve`
-with the pack's defaults and :meth:`SamplingConfig.validate` once, at the edge. The core then
-assumes a valid config.
+:func:`resolve` is the one way a front end makes a config: it takes what the user gave (``None``
+or absent = not given), applies a preset, fills the rest from the pack's defaults, drops (with a
+warning) the options the chosen method does not use, and builds a :class:`RunConfig`, whose
+constructor checks every field. A bad value raises :class:`~clipterm.errors.ConfigError` naming
+the field. The core then assumes a valid config.
+
+Fields a method does not use are ``None`` (``scale`` for ``uncond``, ``lr`` for ``contrastive``),
+so run.json records only what a run used.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from clipterm.errors import ConfigError
+from clipterm.sanitize import is_invisible, printable
 
 METHODS = ("uncond", "spherical", "contrastive", "optimize")
 GUIDED_METHODS = ("spherical", "contrastive")
 SAMPLERS = ("ddpm", "ddim")
 CLIP_INPUTS = ("x0", "xt")
 GRAD_NORMS = ("rms", "none")
+MAX_SAMPLES = 1_000_000
+MAX_ITERATIONS = 100_000
+MAX_SEED = 2**63 - 1
+
+# The options each method reads; the others are dropped by resolve() with a warning.
+SAMPLER_OPTIONS = ("sampler", "eta")
+GUIDANCE_OPTIONS = ("scale", "grad_norm", "clip_input", "guide_from")
+OPTIMIZE_OPTIONS = ("opt_iters", "lr", "init_image")
+USED_BY: dict[str, frozenset[str]] = {
+    "uncond": frozenset(SAMPLER_OPTIONS),
+    "spherical": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS),
+    "contrastive": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS),
+    "optimize": frozenset(OPTIMIZE_OPTIONS),  # always a deterministic DDIM chain (eta 0)
+}
+# How the options are called where a user types them (CLI flags; the app's labels match).
+OPTION_NAMES = {
+    "sampler": "--sampler", "eta": "--eta", "scale": "--scale", "grad_norm": "--grad-norm",
+    "clip_input": "--clip-input", "guide_from": "--guide-from", "opt_iters": "--iters",
+    "lr": "--lr", "init_image": "--init-image",
+}
 
 # Settings a preset fixes. "poster" is the seed code's setting (../shared/seed/reference-facts.md):
 # 1000 DDPM steps, batch 100, seed 236, CLIP fed the noisy sample without mapping [-1, 1] to
@@ -26,62 +52,58 @@ GRAD_NORMS = ("rms", "none")
 # its eps-form update, which never clips the predicted x0.
 PRESETS: dict[str, dict[str, Any]] = {
     "poster": {
-        "n": 100,
-        "batch": 100,
-        "steps": 1000,
-        "sampler": "ddpm",
-        "seed": 236,
-        "clip_input": "xt",
-        "seed_preprocess": True,
-        "clip_x0": False,
-        "grad_norm": "none",
-        "scale_by_method": {"contrastive": 100.0, "spherical": 1000.0},
-        "distractors": "others",
+        "n": 100, "batch": 100, "steps": 1000, "sampler": "ddpm", "seed": 236,
+        "clip_input": "xt", "seed_preprocess": True, "clip_x0": False, "grad_norm": "none",
+        "scale": {"contrastive": 100.0, "spherical": 1000.0},
     }
 }
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    """Everything that defines a run. ``None`` fields are filled from the pack by ``resolve``."""
+class RunConfig:
+    """A complete, valid run. Build it with :func:`resolve`; constructing it checks it."""
 
-    method: str = "contrastive"
-    prompt: str = ""
-    distractors: tuple[str, ...] = ()
-    n: int = 16
-    batch: int | None = None
-    steps: int | None = None
-    sampler: str | None = None
+    method: str
+    prompt: str
+    distractors: tuple[str, ...]
+    n: int
+    batch: int
+    steps: int
+    seed: int
+    sampler: str = "ddpm"
     eta: float = 0.0
+    # guided methods (spherical, contrastive); None otherwise
     scale: float | None = None
-    seed: int = 0
-    clip_input: str = "x0"
-    seed_preprocess: bool = False
-    # Clip the predicted x0 inside each step when the model's scheduler does (diffusers'
-    # clip_sample). The seed code's eps-form update never clipped; the poster preset turns it off.
-    clip_x0: bool = True
-    guide_from: int | None = None
-    grad_norm: str | None = None  # "rms" unless the pack's defaults say otherwise
+    grad_norm: str | None = None
+    clip_input: str | None = None
+    guide_from: int | None = None  # guide at timesteps t < guide_from
+    # x_T optimisation; None otherwise
     opt_iters: int | None = None
     lr: float | None = None
     init_image: str | None = None
-    event_every: int = 1
+    # the seed code's quirks (--preset poster): CLIP fed x_t unmapped; no x0 clip in the step
+    seed_preprocess: bool = False
+    clip_x0: bool = True
+    train_steps: int = 1000  # the model's: bounds steps and guide_from
     warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        _check(self)
 
     # ----------------------------------------------------------------- derived
     @property
     def captions(self) -> tuple[str, ...]:
         """Target first, then distractors: the order of every probability vector."""
-        return (self.prompt.strip(), *self.distractors)
+        return (self.prompt, *self.distractors)
 
     @property
-    def uses_distractors(self) -> bool:
-        return self.method == "contrastive"
+    def guided(self) -> bool:
+        """Whether a guidance gradient enters the reverse steps."""
+        return self.method in GUIDED_METHODS and bool(self.scale)
 
     @property
     def n_batches(self) -> int:
-        b = self.batch or self.n
-        return math.ceil(self.n / b)
+        return math.ceil(self.n / self.batch)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,158 +112,217 @@ class SamplingConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamplingConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """A config from run.json (untrusted): unknown keys are ignored, every value checked."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("the recorded config is not a JSON object")
         names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
+        kw = {k: v for k, v in data.items() if k in names and k != "warnings"}
+        missing = [f.name for f in fields(cls) if f.name not in kw
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ConfigError(f"the recorded config lacks {', '.join(missing)}", field=missing[0])
         if "distractors" in kw:
+            if not isinstance(kw["distractors"], (list, tuple)):
+                raise ConfigError("the recorded distractors are not a list", field="distractors")
             kw["distractors"] = tuple(kw["distractors"])
-        if "warnings" in kw:
-            kw["warnings"] = tuple(kw["warnings"])
         return cls(**kw)
 
-    # ---------------------------------------------------------------- resolve
-    def resolve(self, defaults: dict[str, Any]) -> SamplingConfig:
-        """Fill unset fields from a pack's defaults (see ``packs/*.json``)."""
-        method_defaults = defaults.get("methods", {}).get(self.method, {})
 
-        def pick(name: str, current: Any) -> Any:
-            if current is not None:
-                return current
-            if name in method_defaults:
-                return method_defaults[name]
-            return defaults.get(name)
+# ----------------------------------------------------------------------------- resolve
+def resolve(spec: Any, *, method: str = "contrastive", prompt: str | None = None,
+            distractors: Sequence[str] | None = None, preset: str | None = None,
+            **given: Any) -> RunConfig:
+    """The run a user asked for on ``spec`` (a PackSpec): the one way to make a RunConfig.
 
-        return replace(
-            self,
-            steps=pick("steps", self.steps),
-            sampler=pick("sampler", self.sampler),
-            scale=pick("scale", self.scale),
-            batch=self.batch if self.batch is not None else min(self.n, defaults.get("batch", 100)),
-            opt_iters=pick("opt_iters", self.opt_iters),
-            lr=pick("lr", self.lr),
-            grad_norm=pick("grad_norm", self.grad_norm),  # None -> "rms" in validate
-        )
+    ``given`` holds the other options the user set (None = not set): n, batch, steps, sampler,
+    eta, scale, grad_norm, clip_input, guide_from, opt_iters, lr, init_image, seed. Without
+    explicit distractors, the pack's other captions are used: contrastive guidance contrasts
+    against them, and every method reports per-caption probabilities over them.
+    """
+    allowed = {"n", "batch", "steps", "seed", "seed_preprocess", "clip_x0", *OPTION_NAMES}
+    unknown = set(given) - allowed
+    if unknown:
+        raise TypeError(f"resolve() got unknown options: {', '.join(sorted(unknown))}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {printable(method)!r}: choose one of "
+                          f"{', '.join(METHODS)}", field="method")
+    user = {k: v for k, v in given.items() if v is not None}
+    values = dict(user)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {printable(preset)!r}: choose one of "
+                              f"{', '.join(PRESETS)}", field="preset")
+        for key, value in PRESETS[preset].items():
+            value = value.get(method) if isinstance(value, dict) else value
+            if value is not None and key not in user:
+                values[key] = value
+    notes: list[str] = []
+    ignored = [k for k in OPTION_NAMES if k in user and k not in USED_BY[method]]
+    if ignored:
+        names = ", ".join(OPTION_NAMES[k] for k in ignored)
+        notes.append(f"{method} does not use {names}: ignored (not recorded)")
+    for key in OPTION_NAMES:
+        if key not in USED_BY[method]:
+            values.pop(key, None)
 
-    # --------------------------------------------------------------- validate
-    def validate(self, train_steps: int = 1000) -> SamplingConfig:
-        """Check a resolved config; raise ConfigError with a one-line reason.
+    prompt = spec.default_prompt if prompt is None else prompt
+    if distractors:
+        chosen = tuple(distractors)
+        if method != "contrastive":
+            notes.append(f"{method} does not guide with distractors; they only score the samples")
+    else:
+        chosen = tuple(spec.distractors_for(prompt)) if isinstance(prompt, str) else ()
 
-        Returns the config with ``warnings`` filled (e.g. distractors ignored by a method).
-        """
-        warnings: list[str] = list(self.warnings)
-        if self.method not in METHODS:
-            raise ConfigError(
-                f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}"
-            )
-        prompt = self.prompt.strip() if isinstance(self.prompt, str) else ""
-        if not prompt:
-            raise ConfigError("the prompt is empty: give the caption to steer toward, e.g. --prompt seven")
-        seen: set[str] = {prompt.casefold()}
-        for d in self.distractors:
-            text = d.strip()
-            if not text:
-                raise ConfigError("a distractor is empty: remove it or give it some text")
-            if text.casefold() == prompt.casefold():
-                raise ConfigError(f"the distractor {text!r} is the same as the prompt")
-            if text.casefold() in seen:
-                raise ConfigError(f"the distractor {text!r} is given twice")
-            seen.add(text.casefold())
-        if self.method == "contrastive" and not self.distractors:
-            raise ConfigError("contrastive guidance needs at least one distractor caption")
-        _positive_int("n", self.n)
-        _positive_int("batch", self.batch)
-        _positive_int("steps", self.steps)
-        _positive_int("event_every", self.event_every)
-        if self.steps > train_steps:
-            raise ConfigError(
-                f"steps must be at most the model's {train_steps} training steps (got {self.steps})"
-            )
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}: choose ddpm or ddim")
-        # x_T optimisation backpropagates through a deterministic chain: always DDIM, eta 0.
-        sampler, eta = ("ddim", 0.0) if self.method == "optimize" else (self.sampler, self.eta)
-        if self.clip_input not in CLIP_INPUTS:
-            raise ConfigError(f"unknown clip input {self.clip_input!r}: choose x0 or xt")
-        grad_norm = "rms" if self.grad_norm is None else self.grad_norm
-        if grad_norm not in GRAD_NORMS:
-            raise ConfigError(f"unknown gradient normalisation {self.grad_norm!r}: choose rms or none")
-        _finite_nonneg("scale", self.scale)
-        _finite_nonneg("eta", self.eta)
-        if self.eta > 1.0:
-            raise ConfigError(f"eta must lie in [0, 1] (got {self.eta})")
-        if self.guide_from is not None:
-            if isinstance(self.guide_from, bool) or not isinstance(self.guide_from, int):
-                raise ConfigError("guide-from must be a whole number of timesteps")
-            if not 0 < self.guide_from <= train_steps:
-                raise ConfigError(
-                    f"guide-from must lie in 1..{train_steps} (got {self.guide_from})"
-                )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0 (got {self.seed!r})")
-        if self.method == "optimize":
-            _positive_int("iterations", self.opt_iters)
-            _finite_nonneg("learning rate", self.lr)
-            if self.lr == 0:
-                raise ConfigError("the learning rate must be > 0")
-        if self.init_image is not None:
-            if self.method != "optimize":
-                raise ConfigError("--init-image is only used by the optimize method")
-            _check_image(self.init_image)
-        return replace(
-            self,
-            warnings=tuple(warnings),
-            prompt=prompt,
-            distractors=tuple(d.strip() for d in self.distractors),
-            sampler=sampler,
-            eta=eta,
-            grad_norm=grad_norm,
-        )
+    def pick(name: str) -> Any:
+        if name in values:
+            return values[name]
+        return pack_default(spec, method, name)
+
+    n = values.get("n", 16)
+    batch = pick("batch")
+    if isinstance(batch, int) and isinstance(n, int) and not isinstance(batch, bool):
+        batch = min(batch, n) if n > 0 else batch
+    kw: dict[str, Any] = dict(
+        method=method, prompt=prompt.strip() if isinstance(prompt, str) else prompt,
+        distractors=tuple(d.strip() if isinstance(d, str) else d for d in chosen),
+        n=n, batch=batch, steps=pick("steps"), seed=values.get("seed", 0),
+        seed_preprocess=bool(values.get("seed_preprocess", False)),
+        clip_x0=bool(values.get("clip_x0", True)), train_steps=spec.train_steps,
+    )
+    if method == "optimize":
+        kw.update(sampler="ddim", eta=0.0, opt_iters=pick("opt_iters"), lr=pick("lr"),
+                  init_image=values.get("init_image"))
+    else:
+        sampler = pick("sampler")
+        eta = values.get("eta", 0.0)
+        if sampler == "ddpm" and "eta" in user and user["eta"] != 0:
+            notes.append("the ddpm sampler does not use --eta: ignored (not recorded)")
+            eta = 0.0
+        kw.update(sampler=sampler, eta=eta)
+    if method in GUIDED_METHODS:
+        kw.update(scale=pick("scale"), grad_norm=pick("grad_norm") or "rms",
+                  clip_input=values.get("clip_input", "x0"),
+                  guide_from=values.get("guide_from", spec.train_steps))
+    cfg = RunConfig(**kw, warnings=tuple(notes))
+    if cfg.init_image is not None:
+        from clipterm.images import check_image
+
+        check_image(cfg.init_image, "init image")
+    return cfg
 
 
-def apply_preset(name: str, cfg: SamplingConfig, all_captions: tuple[str, ...]) -> SamplingConfig:
-    """Return ``cfg`` with a preset's settings (see PRESETS)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    p = dict(PRESETS[name])
-    scale = p.pop("scale_by_method").get(cfg.method)
-    distractors = p.pop("distractors")
-    changes: dict[str, Any] = dict(p)
-    if scale is not None:
-        changes["scale"] = scale
-    if distractors == "others" and cfg.method == "contrastive" and not cfg.distractors:
-        target = cfg.prompt.strip().casefold()
-        changes["distractors"] = tuple(c for c in all_captions if c.casefold() != target)
-    return replace(cfg, **changes)
+def pack_default(spec: Any, method: str, name: str) -> Any:
+    """A pack's default for one option: the method's own default, else the pack-wide one."""
+    defaults = spec.defaults or {}
+    per_method = (defaults.get("methods") or {}).get(method) or {}
+    if name in per_method:
+        return per_method[name]
+    return defaults.get(name)
 
 
-def _positive_int(name: str, value: Any) -> None:
+# ----------------------------------------------------------------------------- checks
+def _check(c: RunConfig) -> None:
+    if c.method not in METHODS:
+        raise ConfigError(f"unknown method {printable(c.method)!r}: choose one of "
+                          f"{', '.join(METHODS)}", field="method")
+    _check_captions(c)
+    _whole("n", c.n, "the number of samples", 1, MAX_SAMPLES)
+    _whole("batch", c.batch, "the batch size", 1, MAX_SAMPLES)
+    _whole("train_steps", c.train_steps, "the model's training steps", 1, 100_000)
+    _whole("steps", c.steps, "the number of steps", 1, c.train_steps,
+           hint=f"at most the model's {c.train_steps} training steps")
+    _whole("seed", c.seed, "the seed", 0, MAX_SEED)
+    _choice("sampler", c.sampler, SAMPLERS)
+    _number("eta", c.eta, "eta", 0.0, 1.0)
+    if c.sampler == "ddpm" and c.eta != 0:
+        raise ConfigError("the ddpm sampler has no eta: use --sampler ddim", field="eta")
+    guided = c.method in GUIDED_METHODS
+    for name in GUIDANCE_OPTIONS:
+        _present_iff(c, name, guided)
+    for name in ("opt_iters", "lr"):
+        _present_iff(c, name, c.method == "optimize")
+    if guided:
+        _number("scale", c.scale, "the guidance scale", 0.0, None)
+        _choice("grad_norm", c.grad_norm, GRAD_NORMS)
+        _choice("clip_input", c.clip_input, CLIP_INPUTS)
+        _whole("guide_from", c.guide_from, "guide-from", 1, c.train_steps,
+               hint=f"a timestep in 1..{c.train_steps}")
+    if c.method == "optimize":
+        _whole("opt_iters", c.opt_iters, "the number of iterations", 1, MAX_ITERATIONS)
+        _number("lr", c.lr, "the learning rate", 0.0, None)
+        if c.lr == 0:
+            raise ConfigError("the learning rate must be > 0", field="lr")
+        if (c.sampler, c.eta) != ("ddim", 0.0):
+            raise ConfigError("optimize runs a deterministic DDIM chain (sampler ddim, eta 0)",
+                              field="sampler")
+    if c.init_image is not None:
+        if c.method != "optimize":
+            raise ConfigError("an init image is used only by the optimize method",
+                              field="init_image")
+        if not isinstance(c.init_image, str) or not c.init_image.strip():
+            raise ConfigError("the init image path is empty", field="init_image")
+    for name in ("seed_preprocess", "clip_x0"):
+        if not isinstance(getattr(c, name), bool):
+            raise ConfigError(f"{name} must be true or false", field=name)
+
+
+def _check_captions(c: RunConfig) -> None:
+    if not isinstance(c.prompt, str) or is_invisible(c.prompt):
+        raise ConfigError("the prompt is empty: give the caption to steer toward", field="prompt")
+    if c.prompt != c.prompt.strip():
+        raise ConfigError("the prompt has leading or trailing spaces", field="prompt")
+    if not isinstance(c.distractors, tuple):
+        raise ConfigError("the distractors must be a list of captions", field="distractors")
+    seen = {c.prompt.casefold()}
+    for d in c.distractors:
+        if not isinstance(d, str) or is_invisible(d):
+            raise ConfigError("a distractor is empty: remove it or give it some text",
+                              field="distractors")
+        if d.casefold() == c.prompt.casefold():
+            raise ConfigError(f"the distractor {printable(d)!r} is the same as the prompt",
+                              field="distractors")
+        if d.casefold() in seen:
+            raise ConfigError(f"the distractor {printable(d)!r} is given twice",
+                              field="distractors")
+        seen.add(d.casefold())
+    if c.method == "contrastive" and not c.distractors:
+        raise ConfigError("contrastive guidance needs at least one distractor caption",
+                          field="distractors")
+
+
+def _whole(name: str, value: Any, label: str, low: int, high: int, hint: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number (got {value!r})")
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0 (got {value})")
+        raise ConfigError(f"{label} must be a whole number (got {printable(repr(value), 40)})",
+                          field=name)
+    if value < low:
+        raise ConfigError(f"{label} must be >= {low} (got {value})", field=name)
+    if value > high:
+        raise ConfigError(f"{label} must be {hint or f'<= {high}'} (got {value})", field=name)
 
 
-def _finite_nonneg(name: str, value: Any) -> None:
+def _number(name: str, value: Any, label: str, low: float, high: float | None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number (got {value!r})")
+        raise ConfigError(f"{label} must be a number (got {printable(repr(value), 40)})",
+                          field=name)
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite (got {value})")
-    if value < 0:
-        raise ConfigError(f"{name} must be >= 0 (got {value})")
+        raise ConfigError(f"{label} must be finite (got {value})", field=name)
+    if value < low or (high is not None and value > high):
+        span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ConfigError(f"{label} must be {span} (got {value:g})", field=name)
 
 
-def _check_image(path_str: str) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        label = name.replace("_", " ")
+        raise ConfigError(f"unknown {label} {printable(repr(value), 40)}: choose "
+                          f"{' or '.join(choices)}", field=name)
 
-    path = Path(path_str).expanduser()
-    if not path.exists():
-        raise ConfigError(f"init image not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"init image is not a file: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except UnidentifiedImageError:
-        raise ConfigError(f"init image is not an image PIL can read: {path}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ConfigError(f"init image is corrupt: {path} ({exc})") from None
+
+def _present_iff(c: RunConfig, name: str, used: bool) -> None:
+    value = getattr(c, name)
+    if used and value is None:
+        raise ConfigError(f"{c.method} needs {OPTION_NAMES.get(name, name)}", field=name)
+    if not used and value is not None:
+        raise ConfigError(f"{c.method} does not use {OPTION_NAMES.get(name, name)}", field=name)
+

@@ -1,16 +1,16 @@
-"""What a UI knows about a run: step events while it goes, a RunResult when it ends.
+"""What a front end knows about a run: step events while it goes, a RunResult when it ends.
 
-Everything here is plain data on the CPU (numpy arrays, floats), safe to hand to another thread.
+Everything here is plain data on the CPU (numpy arrays, numbers, strings), safe to hand to
+another thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from clipterm.config import SamplingConfig
+from clipterm.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class StepEvent:
     """
 
     method: str
-    phase: str  # "sample" | "optimize" | "invert"
+    phase: str  # "sample" | "optimize"
     step: int  # 1-based index within the current chain (or optimisation iteration)
     total: int  # steps (or iterations) in the current chain
     timestep: int  # model timestep of this step (0 for optimisation iterations)
@@ -50,28 +50,48 @@ class StepEvent:
         return None if self.probs is None else self.probs.mean(axis=0)
 
 
+@dataclass(frozen=True)
+class RankPart:
+    """One process's share of a multi-process run."""
+
+    rank: int
+    device: str
+    n: int
+    seconds: float
+
+
 @dataclass
 class RunResult:
-    """What a run produced. A cancelled run holds the samples of the batches that finished."""
+    """What a run produced. A stopped run holds the samples of the batches that finished."""
 
-    config: SamplingConfig
-    captions: tuple[str, ...]
+    config: RunConfig
     images: np.ndarray  # [N, H, W, 3] uint8, finished samples only
     probs: np.ndarray  # [N, C] float32, final per-caption probabilities
     indices: np.ndarray  # [N] sample indices (the seed-derived ids)
     completed: bool
     seconds: float
     device: str
-    nonfinite_skipped: int = 0
+    started: str = ""  # wall-clock ISO times of the run itself (not of saving it)
+    finished: str = ""
+    nonfinite_skipped: int = 0  # guidance gradients dropped (NaN/inf), over all steps
+    nonfinite_samples: list[int] = field(default_factory=list)  # indices whose x0 was not finite
     losses: list[float] = field(default_factory=list)  # optimize: mean loss per iteration
+    # (step, timestep, mean probs over the first batch) at the reported steps of batch 0
     prob_trace: list[tuple[int, int, list[float]]] = field(default_factory=list)
-    # (step, timestep, mean probs over the first batch) for every reported step of batch 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    oom_splits: int = 0
+    runtime: str = "fp32"
+    partial_preview: np.ndarray | None = None  # last preview of an unfinished batch
+    ranks: list[RankPart] = field(default_factory=list)  # multi-process runs
+
+    @property
+    def captions(self) -> tuple[str, ...]:
+        return self.config.captions
 
     @property
     def target_probs(self) -> np.ndarray:
         return self.probs[:, 0] if len(self.probs) else np.zeros(0, dtype=np.float32)
 
     @property
-    def mean_target_prob(self) -> float:
-        return float(self.target_probs.mean()) if len(self.probs) else float("nan")
+    def mean_target_prob(self) -> float | None:
+        """Mean final p(target); None when no sample finished."""
+        return float(self.target_probs.mean()) if len(self.probs) else None

@@ -62,11 +62,12 @@ def rms_normalise(grad: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return grad / (rms + eps)
 
 
-def drop_nonfinite(grad: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Zero the gradient of every sample that holds a NaN or an infinity; return how many."""
+def drop_nonfinite(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the gradient of every sample that holds a NaN or an infinity.
+
+    Returns (the gradient, how many samples were zeroed as a 0-d tensor on the gradient's
+    device: reading it is left to the caller, so a step never waits on the host)."""
     dims = tuple(range(1, grad.ndim))
     bad = ~torch.isfinite(grad).all(dim=dims)
-    n_bad = int(bad.sum())
-    if n_bad:
-        grad = torch.where(bad.view(-1, *([1] * (grad.ndim - 1))), torch.zeros_like(grad), grad)
-    return grad, n_bad
+    grad = torch.where(bad.view(-1, *([1] * (grad.ndim - 1))), torch.zeros_like(grad), grad)
+    return grad, bad.sum()

@@ -1,20 +1,35 @@
 """Run folders: one PNG per sample (parameters in a PNG text chunk), a grid, and run.json.
 
 Every run gets a new folder under the output root; nothing that exists is overwritten. Files are
-written to a temporary name and renamed, so a folder never holds a half-written file. Batches are
-written as they finish, and run.json says whether the run completed.
+written to a temporary name and renamed (with SIGINT, SIGTERM and SIGHUP held back while they
+are), so a folder never holds a half-written file. Each batch is written as it finishes and
+run.json is rewritten after it, so whatever ends the process (a signal, ``kill -9``, a power
+cut) the folder's run.json lists every finished sample. ``status`` says how the run ended:
+
+- ``running``: the process (``pid`` on ``host``) is making it, or died without a word;
+- ``complete``: every sample made;
+- ``incomplete``: stopped early on request (Ctrl+C, SIGTERM, SIGHUP, cancel in the app);
+- ``aborted``: stopped at once (a second Ctrl+C), mid-step;
+- ``failed``: an error ended it (out of memory, full disk); ``error`` says which.
+
+Files respect the user's umask. JSON is strict: a value that is not a finite number is null.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import json
 import math
 import os
 import platform
 import re
+import signal
+import socket
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,30 +38,50 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from clipterm.config import SamplingConfig
+from clipterm.config import RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult
+from clipterm.sanitize import printable
 
 PNG_KEY = "clipterm"
+RUN_STATES = ("running", "complete", "incomplete", "aborted", "failed")
+_HELD_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (done once, at import)
+    os.umask(old)
+    return old
+
+
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def check_out_dir(out_root: str | Path) -> Path:
     """Fail early (before any model is loaded) if runs cannot be written under ``out_root``."""
     root = Path(out_root).expanduser()
+    shown = printable(root)
     if root.exists() and not root.is_dir():
-        raise UserError(f"--out {root} is a file, not a folder")
+        raise UserError(f"--out {shown} is a file, not a folder")
     probe = root
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise UserError(f"--out {root}: {probe} is a file, not a folder")
+        raise UserError(f"--out {shown}: {printable(probe)} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise UserError(f"--out {root} is not writable ({exc.strerror})") from None
+        raise UserError(f"--out {shown} is not writable ({exc.strerror})") from None
     return root
 
 
@@ -77,34 +112,87 @@ def new_run_dir(out_root: Path, label: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise UserError(f"could not make a new run folder under {out_root}")
+    raise UserError(f"could not make a new run folder under {printable(out_root)}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP back (they are delivered on exit) so a write is not torn."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # pragma: no cover - not on POSIX
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, with the umask's mode.
+
+    ``replace=False`` refuses to replace an existing file (``FileExistsError``)."""
+    path = Path(path)
+    with signals_held():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, FILE_MODE)
+            if replace:
+                os.replace(tmp, path)
+            else:
+                _link_new(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist (FileExistsError otherwise)."""
+    try:
+        os.link(tmp, path)  # atomic, and fails if path exists
+    except FileExistsError:
         raise
+    except OSError:  # a file system without hard links
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+def strict_json(data: Any) -> Any:
+    """``data`` with every float that is not finite replaced by None (JSON has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
 
 
-def save_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
+def json_text(data: Any) -> str:
+    """Strict JSON text (numpy values and paths converted, NaN and infinities as null)."""
+    plain = json.loads(json.dumps(data, default=_json_default))
+    return json.dumps(strict_json(plain), indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, data: Any, *, replace: bool = True) -> None:
+    atomic_write_bytes(path, json_text(data).encode(), replace=replace)
+
+
+def save_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None,
+             *, replace: bool = True) -> None:
     """Save a uint8 [H, W, 3] image as PNG, with optional text chunks, atomically."""
-    import io
-
     info = PngInfo()
     for k, v in (text or {}).items():
         info.add_text(k, v)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), replace=replace)
 
 
 def read_png_params(path: Path) -> dict[str, Any]:
@@ -138,75 +226,136 @@ def rows_grid(rows: Sequence[np.ndarray], padding: int = 2) -> np.ndarray:
     return make_grid(np.concatenate(filled), nrow=width, padding=padding)
 
 
-class RunWriter:
-    """Writes one run folder incrementally: batches as they finish, then grid and run.json."""
+def sample_name(index: int) -> str:
+    return f"sample-{int(index):05d}.png"
 
-    def __init__(self, out_root: str | Path, cfg: SamplingConfig, pack_name: str,
-                 extra: dict[str, Any] | None = None, run_dir: Path | None = None):
+
+class RunWriter:
+    """Writes one run folder incrementally: each batch's PNGs as it finishes, then run.json
+    again; at the end the grid and the final run.json.
+
+    ``record=False`` writes sample PNGs only (the other ranks of a multi-process run, whose
+    samples rank 0 records).
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, pack_name: str, *,
+                 header: dict[str, Any] | None = None, record: bool = True):
+        self.dir = Path(run_dir)
         self.cfg = cfg
         self.pack_name = pack_name
-        self.extra = dict(extra or {})
-        self.dir = run_dir or new_run_dir(Path(out_root), f"{cfg.method}-{slug(cfg.prompt)}")
-        self.created = _dt.datetime.now().isoformat(timespec="seconds")
-        self.samples: list[dict[str, Any]] = []
-        self._write_json(status="running")
+        self.header = dict(header or {})
+        self.record = record
+        self.created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        self.status = "running"
+        self._samples: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if record:
+            self._write_record()
+
+    @classmethod
+    def create(cls, out_root: str | Path, cfg: RunConfig, pack_name: str,
+               header: dict[str, Any] | None = None) -> RunWriter:
+        """A writer for a new run folder under ``out_root``."""
+        run_dir = new_run_dir(Path(out_root), f"{cfg.method}-{slug(cfg.prompt)}")
+        return cls(run_dir, cfg, pack_name, header=header)
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The finished samples' entries (index, file, probs), in index order."""
+        with self._lock:
+            return [self._samples[i] for i in sorted(self._samples)]
+
+    def add_samples(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Record samples that another process wrote into this folder."""
+        with self._lock:
+            for e in entries:
+                self._samples[int(e["index"])] = dict(e)
 
     def add_batch(self, indices: Sequence[int], images: np.ndarray, probs: np.ndarray) -> None:
+        """Write a finished batch's PNGs, then run.json listing them."""
         captions = self.cfg.captions
+        params = {"pack": self.pack_name, **self.cfg.to_dict()}
         for i, img, p in zip(indices, images, probs, strict=True):
-            name = f"sample-{int(i):05d}.png"
             prob_map = {c: round(float(v), 6) for c, v in zip(captions, p, strict=True)}
-            params = {"pack": self.pack_name, "index": int(i), **self.cfg.to_dict(),
-                      "probs": prob_map}
-            save_png(self.dir / name, img, {PNG_KEY: json.dumps(params)})
-            self.samples.append({"index": int(i), "file": name, "probs": prob_map})
+            text = json_text({**params, "index": int(i), "probs": prob_map})
+            name = sample_name(i)
+            save_png(self.dir / name, img, {PNG_KEY: text}, replace=False)
+            with self._lock:
+                self._samples[int(i)] = {"index": int(i), "file": name, "probs": prob_map}
+        if self.record:
+            self._write_record()
+
+    def mark(self, status: str, error: str | None = None) -> None:
+        """Rewrite run.json with ``status`` (the samples written so far stay listed)."""
+        if status not in RUN_STATES:
+            raise ValueError(f"unknown run status {status!r}")
+        self.status = status
+        if error:
+            self.header["error"] = error
+        if self.record:
+            self._write_record()
 
     def finish(self, result: RunResult, status: str | None = None) -> Path:
+        """Write the grid and the final run.json; returns the folder."""
         if len(result.images):
-            save_png(self.dir / "grid.png", make_grid(result.images))
-        elif result.extra.get("partial_preview") is not None:
-            save_png(self.dir / "partial-grid.png", make_grid(result.extra["partial_preview"]))
-        self._write_json(status=status or ("complete" if result.completed else "incomplete"),
-                         result=result)
+            save_png(self.dir / "grid.png", make_grid(result.images), replace=False)
+        elif result.partial_preview is not None:
+            save_png(self.dir / "partial-grid.png", make_grid(result.partial_preview),
+                     replace=False)
+        self.status = status or ("complete" if result.completed else "incomplete")
+        if self.record:
+            self._write_record(result)
         return self.dir
 
-    def _write_json(self, status: str, result: RunResult | None = None) -> None:
+    def _write_record(self, result: RunResult | None = None) -> None:
         data: dict[str, Any] = {
             "clipterm": "run",
-            "status": status,
-            "created": self.created,
+            "status": self.status,
+            "created": result.started if result is not None and result.started else self.created,
             "pack": self.pack_name,
             "config": self.cfg.to_dict(),
             "captions": list(self.cfg.captions),
             "versions": package_versions(),
+            **self.header,
         }
-        data.update(self.extra)
-        data["samples"] = sorted(self.samples, key=lambda s: s["index"])
+        if self.status == "running":
+            data["pid"] = os.getpid()
+            data["host"] = socket.gethostname()
+        data["samples"] = self.samples
         if result is not None:
-            n = len(result.indices)
-            data.update({
-                "n_done": n,
-                "device": result.device,
-                "timings": {
-                    "seconds": round(result.seconds, 4),
-                    "seconds_per_sample": round(result.seconds / n, 4) if n else None,
-                },
-                "mean_probs": {c: round(float(v), 6) for c, v in
-                               zip(result.captions, result.probs.mean(axis=0), strict=True)} if n else {},
-                "mean_target_prob": round(result.mean_target_prob, 6) if n else None,
-                "nonfinite_gradients_skipped": result.nonfinite_skipped,
-                "losses": [round(v, 6) for v in result.losses],
-                "prob_trace": result.prob_trace,
-                "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-            })
-            data.update({k: v for k, v in result.extra.items() if k != "partial_preview"})
+            data.update(result_record(result))
         atomic_write_json(self.dir / "run.json", data)
 
 
+def result_record(result: RunResult) -> dict[str, Any]:
+    """What run.json says about a finished (or stopped) run."""
+    n = len(result.indices)
+    return {
+        "n_done": n,
+        "device": result.device,
+        "runtime": result.runtime,
+        "started": result.started,
+        "finished": result.finished,
+        "timings": {"seconds": round(result.seconds, 4),
+                    "seconds_per_sample": round(result.seconds / n, 4) if n else None},
+        "mean_probs": ({c: round(float(v), 6) for c, v in
+                        zip(result.captions, result.probs.mean(axis=0), strict=True)} if n else {}),
+        "mean_target_prob": (round(result.mean_target_prob, 6)
+                             if result.mean_target_prob is not None else None),
+        "nonfinite_gradients_skipped": result.nonfinite_skipped,
+        "nonfinite_samples": list(result.nonfinite_samples),
+        "oom_splits": result.oom_splits,
+        "losses": [round(v, 6) for v in result.losses],
+        "prob_trace": result.prob_trace,
+        **({"world_size": len(result.ranks),
+            "ranks": [vars(r) for r in result.ranks]} if result.ranks else {}),
+    }
+
+
 def write_run(result: RunResult, out_root: str | Path, pack_name: str,
-              extra: dict[str, Any] | None = None) -> Path:
+              header: dict[str, Any] | None = None) -> Path:
     """Write a finished RunResult as a new run folder; returns the folder."""
-    writer = RunWriter(out_root, result.config, pack_name, extra)
+    writer = RunWriter.create(out_root, result.config, pack_name, header)
     writer.add_batch(result.indices.tolist(), result.images, result.probs)
     return writer.finish(result)
 

@@ -186,7 +186,7 @@ class RunCache:
 
 def load_result(run_dir: Path) -> Any:
     """A finished run folder back as a RunResult (None if it did not complete)."""
-    from clipterm.config import SamplingConfig
+    from clipterm.config import RunConfig
     from clipterm.events import RunResult
     from clipterm.output import load_run_images
 
@@ -196,7 +196,7 @@ def load_result(run_dir: Path) -> Any:
     captions = tuple(info["captions"])
     probs = np.asarray([[s["probs"][c] for c in captions] for s in info["samples"]], np.float32)
     return RunResult(
-        config=SamplingConfig.from_dict(info["config"]), captions=captions, images=images,
+        config=RunConfig.from_dict(info["config"]), images=images,
         probs=probs, indices=np.asarray([s["index"] for s in info["samples"]], np.int64),
         completed=True, seconds=float(info["timings"]["seconds"]), device=info["device"],
         prob_trace=[tuple(x) for x in info.get("prob_trace", [])],
@@ -292,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             fields["steps"] = args.steps
         if args.quick and method == "optimize":
             fields["opt_iters"] = 2
-        cfg = make_config(spec, prompt=prompt, method=method, preset=args.preset, **fields)
-        return replace(cfg, seed=seed, n=args.n, batch=min(cfg.batch or args.n, args.n)
-                       ).validate(pack.train_steps)
+        return make_config(spec, prompt=prompt, method=method, preset=args.preset, **fields)
 
     records: list[dict[str, Any]] = []
     seed0_runs: dict[str, tuple[Any, Path]] = {}
@@ -361,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for name, grid_scales, grid_starts in (("scale", scales, [None]),
                                                ("guide-from", [base.scale], starts)):
-            cfgs = [replace(base, scale=float(s), guide_from=g, n=sweep_n,
-                            batch=min(base.batch or sweep_n, sweep_n)).validate(pack.train_steps)
+            cfgs = [replace(base, scale=float(s), n=sweep_n, batch=min(base.batch, sweep_n),
+                            guide_from=g if g is not None else base.train_steps)
                     for s in grid_scales for g in grid_starts]
             folder = run_root / f"sweep-{name}"
             table, results = sweeps.run_sweep(cfgs, folder, run_one, evaluator, pack.name,
@@ -524,8 +522,8 @@ def write_manifest_quality(r: dict[str, Any], methods: list[str], seeds: list[in
 
 
 # ----------------------------------------------------------------------------- the page
-def guide_from_label(value: int | None) -> str:
-    return "all steps" if value is None else f"t < {value}"
+def guide_from_label(value: int | None, train_steps: int = 1000) -> str:
+    return "all steps" if value is None or value >= train_steps else f"t < {value}"
 
 
 def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt: str, pack: Any,

@@ -43,10 +43,10 @@ def test_example_compare_methods(tiny_pack, monkeypatch, capsys):
 
 
 def test_generate_api(tiny_pack, tmp_path):
-    res = clipterm.generate("two", model=str(tiny_pack), method="spherical", n=2, steps=2,
-                            out=tmp_path, device="cpu")
+    res, run_dir = clipterm.generate("two", model=str(tiny_pack), method="spherical", n=2,
+                                     steps=2, out=tmp_path, device="cpu")
     assert res.images.shape == (2, 8, 8, 3)
-    assert Path(res.extra["run_dir"]).is_dir()
+    assert run_dir.parent == tmp_path and (run_dir / "run.json").is_file()
     assert res.captions[0] == "two" and "one" in res.captions  # pack captions score the samples
 
 
@@ -124,23 +124,37 @@ def test_preset_poster_is_the_seed_setting(tiny_pack):
     assert sph.scale == 1000.0
 
 
-def test_config_round_trip_and_validation():
-    cfg = clipterm.SamplingConfig(method="spherical", prompt=" seven ", distractors=("one",), n=3,
-                                  batch=2, steps=5, sampler="ddpm", scale=1.0, opt_iters=1, lr=0.1)
-    v = cfg.validate(1000)
-    assert v.prompt == "seven"
-    assert clipterm.SamplingConfig.from_dict(json.loads(json.dumps(v.to_dict()))) == v
-    with pytest.raises(ConfigError, match="guide-from"):
-        cfg.__class__(**{**v.to_dict(), "distractors": ("one",), "warnings": (),
-                         "guide_from": 0}).validate(1000)
+def test_config_round_trip_and_validation(tiny_pack):
+    spec = get_pack_spec(str(tiny_pack))
+    v = clipterm.resolve(spec, method="spherical", prompt=" two ", distractors=("one",), n=3,
+                         batch=2, steps=5, sampler="ddpm", scale=1.0)
+    assert v.prompt == "two" and v.opt_iters is None and v.lr is None  # unused: not recorded
+    assert clipterm.RunConfig.from_dict(json.loads(json.dumps(v.to_dict()))) == v
+    with pytest.raises(ConfigError, match="guide-from") as err:
+        clipterm.RunConfig.from_dict({**v.to_dict(), "guide_from": 0})
+    assert err.value.field == "guide_from"
+    with pytest.raises(ConfigError) as err:
+        clipterm.RunConfig.from_dict({**v.to_dict(), "steps": "5"})
+    assert err.value.field == "steps"
 
 
-def test_seed_preprocess_feeds_xt_unmapped(tiny_loaded):
-    from clipterm.sampling import clip_view
+def test_resolve_drops_and_names_the_options_a_method_ignores(tiny_pack):
+    spec = get_pack_spec(str(tiny_pack))
+    cfg = clipterm.resolve(spec, method="uncond", scale=5.0, lr=0.1, steps=3)
+    assert cfg.scale is None and cfg.lr is None
+    assert any("--scale" in w and "--lr" in w for w in cfg.warnings)
+    opt = clipterm.resolve(spec, method="optimize", sampler="ddpm", eta=0.5, steps=3)
+    assert (opt.sampler, opt.eta) == ("ddim", 0.0)
+    assert any("--sampler" in w and "--eta" in w for w in opt.warnings)
 
+
+def test_seed_preprocess_feeds_xt_unmapped(tiny_pack):
+    from clipterm.guide import clip_view
+
+    spec = get_pack_spec(str(tiny_pack))
     x = torch.linspace(-1, 1, 3 * 8 * 8).view(1, 3, 8, 8)
-    seed_cfg = clipterm.SamplingConfig(clip_input="xt", seed_preprocess=True)
-    ours = clipterm.SamplingConfig(clip_input="xt")
+    seed_cfg = clipterm.resolve(spec, clip_input="xt", seed_preprocess=True, steps=2)
+    ours = clipterm.resolve(spec, clip_input="xt", steps=2)
     assert torch.equal(clip_view(seed_cfg, x, x * 0), x)
     assert torch.equal(clip_view(ours, x, x * 0), (x + 1) / 2)
 

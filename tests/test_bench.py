@@ -20,18 +20,12 @@ from clipterm.bench import (
     model_flops,
     optimize_memory,
 )
-from clipterm.config import SamplingConfig
-from clipterm.sampling import (
-    REFERENCE_RUNTIME,
-    Runtime,
-    StepNoise,
-    ddpm_step,
-    guidance_gradient,
-    initial_noise,
-    make_schedule,
-    predict_x0,
-    sample,
-)
+from clipterm.config import RunConfig, resolve
+from clipterm.guide import CaptionScorer, Guide
+from clipterm.runtime import DEFAULT_CPU_RUNTIME, Runtime
+from clipterm.sampling import sample
+from clipterm.schedule import ddpm_step, make_schedule, predict_x0
+from clipterm.seeds import StepNoise, initial_noise
 
 # bf16 fast path vs the fp32 reference on the tiny pack (measured: grad cos >= 0.9999,
 # eps rel 1%, final mean |d| <= 0.43/255, max probs d 0.002; pixels off by > 8 levels: 1.1% for
@@ -44,11 +38,15 @@ FINAL_FRAC_OVER_8_MAX = 0.02
 PROBS_ABS_MAX = 0.01
 
 
-def cfg_for(pack, **kw) -> SamplingConfig:
+def cfg_for(pack, **kw) -> RunConfig:
     base = dict(method="contrastive", prompt="one", distractors=("zero", "two", "three"), n=4,
                 batch=4, steps=6)
     base.update(kw)
-    return SamplingConfig(**base).resolve(pack.defaults).validate(pack.train_steps)
+    return resolve(pack.spec, **base)
+
+
+def gradient(pack, cfg, x, t, abar, runtime=DEFAULT_CPU_RUNTIME):
+    return Guide(pack, cfg, CaptionScorer(pack, cfg.captions, runtime), runtime).gradient(x, t, abar)
 
 
 # ----------------------------------------------------------------------------- the bench command
@@ -134,7 +132,7 @@ def test_default_cpu_path_is_the_plain_fp32_loop(tiny_loaded):
     """sample()'s default on the CPU is bit-identical to the sampler written out by hand."""
     pack = tiny_loaded
     cfg = cfg_for(pack, method="contrastive", scale=2.0, n=3, batch=3, steps=5)
-    assert Runtime.for_device(pack.device) == REFERENCE_RUNTIME
+    assert Runtime.for_device(pack.device) == DEFAULT_CPU_RUNTIME
     got = sample(pack, cfg)
     sched = make_schedule(pack.scheduler, "ddpm", 5, pack.device)
     idx = [0, 1, 2]
@@ -155,7 +153,7 @@ def test_default_cpu_path_is_the_plain_fp32_loop(tiny_loaded):
             x = x + cfg.scale * (1 - alpha) / alpha.sqrt() * guidance.rms_normalise(grad)
     expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(got.images, expected)
-    assert "runtime" not in got.extra
+    assert got.runtime == "fp32"
 
 
 @pytest.mark.parametrize("method", ["contrastive", "spherical"])
@@ -163,13 +161,12 @@ def test_default_cpu_path_is_the_plain_fp32_loop(tiny_loaded):
 def test_bf16_guided_step_matches_fp32(tiny_loaded, method, clip_input):
     pack = tiny_loaded
     cfg = cfg_for(pack, method=method, clip_input=clip_input, n=6, batch=6)
-    text = pack.encode_text(cfg.captions)
     x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     bf16 = Runtime(precision="bf16")
     for t in (900, 300, 20):
         abar = pack.scheduler.alphas_cumprod[t].float()
-        g32, e32, m32 = guidance_gradient(pack, cfg, x, t, abar, text, pack.logit_scale)
-        g16, e16, m16 = guidance_gradient(pack, cfg, x, t, abar, text, pack.logit_scale, bf16)
+        g32, e32, m32 = gradient(pack, cfg, x, t, abar)
+        g16, e16, m16 = gradient(pack, cfg, x, t, abar, bf16)
         # the networks ran in bf16, everything handed to the sampler is fp32
         assert g16.dtype == e16.dtype == m16.dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(g32.flatten(1), g16.flatten(1))
@@ -182,14 +179,15 @@ def test_bf16_guided_step_matches_fp32(tiny_loaded, method, clip_input):
 @pytest.mark.parametrize("method", ["uncond", "contrastive", "spherical"])
 def test_bf16_run_matches_fp32_run(tiny_loaded, method):
     pack = tiny_loaded
-    cfg = cfg_for(pack, method=method, scale=0.0 if method == "uncond" else 1.0, n=6, batch=6, steps=8)
+    cfg = cfg_for(pack, method=method, scale=None if method == "uncond" else 1.0, n=6, batch=6,
+                  steps=8)
     ref = sample(pack, cfg)
     fast = sample(pack, cfg, runtime=Runtime(precision="bf16"))
     d = np.abs(ref.images.astype(int) - fast.images.astype(int))
     assert d.mean() <= FINAL_MEAN_ABS_MAX
     assert (d > 8).mean() <= FINAL_FRAC_OVER_8_MAX
     assert np.abs(ref.probs - fast.probs).max() <= PROBS_ABS_MAX
-    assert fast.extra["runtime"] == "bf16"
+    assert fast.runtime == "bf16"
     if method == "contrastive":  # per-sample seeds hold on the fast path: a shard is the same
         part = sample(pack, replace(cfg, batch=2), indices=[4, 5], runtime=Runtime(precision="bf16"))
         np.testing.assert_array_equal(part.images, fast.images[4:6])

@@ -240,15 +240,16 @@ def digits_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     pack = clipterm.load_pack("digits", device="cpu")
     runs = {}
     for method in ("uncond", "contrastive", "spherical"):
-        res = clipterm.generate("seven", model="digits", method=method, n=16, steps=10, seed=1,
-                                device="cpu", out=out)
-        runs[method] = {"result": res, **judge_scores(pack.judge, res.images, 7)}
+        res, run_dir = clipterm.generate("seven", model="digits", method=method, n=16, steps=10,
+                                         seed=1, device="cpu", out=out)
+        runs[method] = {"result": res, "run_dir": run_dir,
+                        **judge_scores(pack.judge, res.images, 7)}
     return runs
 
 
 def test_shipped_pack_generates_a_run_folder(digits_runs: dict[str, dict]) -> None:
     res = digits_runs["contrastive"]["result"]
-    run_dir = Path(res.extra["run_dir"])
+    run_dir = digits_runs["contrastive"]["run_dir"]
     assert res.images.shape == (16, 32, 32, 3) and res.images.dtype == np.uint8
     assert len(list(run_dir.glob("*.png"))) >= 16
     meta = json.loads((run_dir / "run.json").read_text())

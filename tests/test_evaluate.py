@@ -288,7 +288,7 @@ def test_sweep_writes_one_row_per_grid_point(sweep_result) -> None:
     table, folder = sweep_result
     rows = table["rows"]
     assert [(r["scale"], r["guide_from"]) for r in rows] == [
-        (0.5, None), (0.5, 500), (2.0, None), (2.0, 500)]
+        (0.5, 1000), (0.5, 500), (2.0, 1000), (2.0, 500)]
     assert all(np.isfinite(r["kid_mean"]) and r["judged_share"] == 1.0 for r in rows)
     assert all(r["n"] == 3 and r["seconds"] > 0 for r in rows)
     md = (folder / "table.md").read_text()

@@ -11,25 +11,25 @@ import pytest
 import torch
 
 from clipterm import guidance
-from clipterm.config import SamplingConfig
+from clipterm.config import RunConfig, resolve
+from clipterm.guide import CaptionScorer, Guide, clip_view
 from clipterm.models import load_pack
-from clipterm.sampling import (
-    StepNoise,
-    ddim_chain,
-    ddim_step,
-    ddpm_step,
-    guidance_gradient,
-    initial_noise,
-    make_schedule,
-    predict_x0,
-    sample,
-)
+from clipterm.optimize import ddim_chain
+from clipterm.reporting import Reporter
+from clipterm.sampling import sample
+from clipterm.schedule import ddim_step, ddpm_step, guidance_shift, make_schedule, predict_x0
+from clipterm.seeds import StepNoise, initial_noise
 
 
-def cfg_for(pack, **kw) -> SamplingConfig:
+def cfg_for(pack, **kw) -> RunConfig:
     base = dict(method="contrastive", prompt="one", distractors=("zero", "two", "three"), n=4, batch=4)
     base.update(kw)
-    return SamplingConfig(**base).resolve(pack.defaults).validate(pack.train_steps)
+    return resolve(pack.spec, **base)
+
+
+def guided_eps(eps, grad, abar_t, scale):
+    """The guided noise prediction eps_hat = eps - sqrt(1 - abar_t) gamma grad (the eps form)."""
+    return eps - (1 - abar_t).sqrt() * scale * grad
 
 
 # ----------------------------------------------------------------------------- vs diffusers
@@ -98,7 +98,6 @@ def test_guidance_shift_is_the_posters_mean():
     abar_prev = torch.tensor(0.6, dtype=torch.float64)
     abar_t = torch.tensor(0.55, dtype=torch.float64)
     alpha, beta, gamma = abar_t / abar_prev, 1 - abar_t / abar_prev, 3.0
-    from clipterm.sampling import guidance_shift, guided_eps
 
     plain, _ = ddpm_step(x, eps, abar_t, abar_prev, 5, None, "fixed_large", None)
     got = plain + guidance_shift("ddpm", g, abar_t, abar_prev, gamma)
@@ -117,8 +116,7 @@ def test_unclipped_ddpm_run_is_the_seed_update(tiny_loaded):
     from dataclasses import replace
 
     pack = tiny_loaded
-    cfg = replace(cfg_for(pack, method="uncond", n=3, batch=3, steps=6, sampler="ddpm",
-                          scale=0.0).resolve(pack.defaults), clip_x0=False).validate(pack.train_steps)
+    cfg = cfg_for(pack, method="uncond", n=3, batch=3, steps=6, sampler="ddpm", clip_x0=False)
     got = sample(pack, cfg)
     sched = make_schedule(pack.scheduler, "ddpm", 6, pack.device)
     assert sched.clip_sample is not None  # the model's scheduler clips; this run must not
@@ -153,7 +151,6 @@ def test_guidance_moves_along_the_gradient_when_x0_is_clipped(kind):
     x, eps, g = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
     x = 5 * x  # x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar) is saturated almost everywhere
     assert (predict_x0(x, eps, abar_t).abs() > 1).float().mean() > 0.9
-    from clipterm.sampling import guidance_shift, guided_eps
 
     def step(e):
         if kind == "ddpm":
@@ -190,16 +187,18 @@ def test_guidance_gradient_matches_finite_differences(pack64, method, clip_input
     abar = pack64.scheduler.alphas_cumprod[t].double()
     torch.manual_seed(3)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    grad, _, _ = guidance_gradient(pack64, cfg, x, t, abar, text, scale)
-
-    from clipterm.sampling import _unet, clip_view, objective
+    guide = Guide(pack64, cfg, CaptionScorer(pack64, cfg.captions))
+    grad, _, _ = guide.gradient(x, t, abar)
 
     def f(xx: torch.Tensor) -> float:
         with torch.no_grad():
-            eps = _unet(pack64, xx, t)
+            eps = pack64.unet(xx, torch.full((2,), t, dtype=torch.long)).sample
             x0 = predict_x0(xx, eps, abar) if clip_input == "x0" else xx
             emb = pack64.encode_clip_input(clip_view(cfg, xx, x0), already_normalised=False)
-            return float(objective(cfg, emb, text, scale).sum())
+            logits = scale * emb @ text.T
+            if method == "contrastive":
+                return float((logits[:, 0] - torch.logsumexp(logits, dim=1)).sum())
+            return float(-guidance.spherical_distance(emb, text[0]).sum())
 
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
@@ -233,7 +232,7 @@ def test_nonfinite_gradients_are_dropped_and_counted():
     g[1, 0, 0, 0] = float("nan")
     g[2, 1, 1, 1] = float("inf")
     out, bad = guidance.drop_nonfinite(g)
-    assert bad == 2
+    assert int(bad) == 2
     assert torch.isfinite(out).all()
     assert float(out[0].sum()) == 8 and float(out[1].abs().sum()) == 0
 
@@ -264,7 +263,8 @@ def test_checkpointed_and_plain_backprop_agree(tiny_loaded):
 @pytest.mark.parametrize("method", ["contrastive", "spherical"])
 def test_scale_zero_reproduces_uncond_exactly(tiny_loaded, sampler, method):
     eta = 0.5 if sampler == "ddim" else 0.0
-    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", sampler=sampler, eta=eta, steps=6))
+    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", sampler=sampler, eta=eta, steps=6,
+                                       distractors=None))
     guided = sample(tiny_loaded, cfg_for(tiny_loaded, method=method, sampler=sampler, eta=eta,
                                          steps=6, scale=0.0))
     np.testing.assert_array_equal(base.images, guided.images)
@@ -328,8 +328,9 @@ def test_optimize_from_init_image(tiny_loaded, tmp_path):
 
 def test_events_carry_previews_and_probabilities(tiny_loaded):
     events = []
-    cfg = cfg_for(tiny_loaded, method="contrastive", n=3, batch=2, steps=4, event_every=2)
-    res = sample(tiny_loaded, cfg, on_event=events.append)
+    cfg = cfg_for(tiny_loaded, method="contrastive", n=3, batch=2, steps=4)
+    reporter = Reporter(events.append, interval=float("inf"), trace_points=2)
+    res = sample(tiny_loaded, cfg, reporter=reporter)
     assert [(e.batch_index, e.step) for e in events] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     e = events[0]
     assert e.preview.dtype == np.uint8 and e.preview.shape == (2, 8, 8, 3)
@@ -355,39 +356,54 @@ def test_cancel_mid_run_returns_partial_results(tiny_loaded):
     assert list(res.indices) == [0, 1]
     assert res.images.shape[0] == 2
     assert max(e.step for e in seen if e.batch_index == 1) == 2
-    assert "partial_preview" in res.extra
+    assert res.partial_preview is not None and res.partial_preview.shape == (2, 8, 8, 3)
 
 
-def test_oom_splits_the_batch_and_keeps_samples(tiny_loaded, monkeypatch):
-    import clipterm.sampling as s
+class _OutOfMemoryAbove(torch.nn.Module):
+    """The UNet, failing like CUDA does for batches larger than ``limit``."""
 
-    real = s._sample_batch
-    calls = []
+    def __init__(self, unet, limit: int):
+        super().__init__()
+        self.unet, self.limit, self.config = unet, limit, unet.config
+        self.batches: list[int] = []
 
-    def flaky(run, indices, batch_index, offset):
-        calls.append(len(indices))
-        if len(indices) > 2:
+    def forward(self, x, t):
+        self.batches.append(x.shape[0])
+        if x.shape[0] > self.limit:
             raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
-        return real(run, indices, batch_index, offset)
+        return self.unet(x, t)
 
+
+def test_oom_splits_the_batch_and_keeps_samples(tiny_loaded):
     ref = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
-    monkeypatch.setattr(s, "_sample_batch", flaky)
-    res = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
-    assert calls[0] == 4 and res.extra["oom_splits"] == 1
+    pack = copy.copy(tiny_loaded)
+    pack.unet = _OutOfMemoryAbove(tiny_loaded.unet, 2)
+    res = sample(pack, cfg_for(tiny_loaded, method="uncond", n=4, batch=4, steps=3))
+    assert pack.unet.batches[0] == 4 and res.oom_splits == 1
     np.testing.assert_array_equal(res.images, ref.images)
 
 
+def test_oom_with_one_sample_fails_the_run_keeping_finished_batches(tiny_loaded):
+    from clipterm.errors import RunFailed
+
+    pack = copy.copy(tiny_loaded)
+    pack.unet = _OutOfMemoryAbove(tiny_loaded.unet, 0)
+    written = []
+    with pytest.raises(RunFailed, match="out of memory"):
+        sample(pack, cfg_for(tiny_loaded, method="uncond", n=2, batch=2, steps=3),
+               on_batch=lambda idx, *_: written.append(idx))
+    assert written == []
+
+
 def test_guide_from_limits_guidance_to_later_timesteps(tiny_loaded, monkeypatch):
-    import clipterm.sampling as s
-
     seen: list[int] = []
-    real = s.guidance_gradient
+    real = Guide.gradient
 
-    def spy(pack, cfg, x, t, *a):
+    def spy(self, x, t, abar_t):
         seen.append(t)
-        return real(pack, cfg, x, t, *a)
+        return real(self, x, t, abar_t)
 
-    monkeypatch.setattr(s, "guidance_gradient", spy)
+    monkeypatch.setattr(Guide, "gradient", spy)
     sample(tiny_loaded, cfg_for(tiny_loaded, steps=6, n=1, batch=1, guide_from=500))
     sched = make_schedule(tiny_loaded.scheduler, "ddpm", 6, torch.device("cpu"))
     assert seen == [t for t in sched.timesteps if t < 500] and len(seen) == 4
@@ -397,21 +413,32 @@ def test_guide_from_limits_guidance_to_later_timesteps(tiny_loaded, monkeypatch)
 
 
 def test_nan_gradients_in_a_run_are_dropped_not_propagated(tiny_loaded, monkeypatch):
-    import clipterm.sampling as s
+    real = Guide.gradient
 
-    real = s.guidance_gradient
-
-    def poisoned(*a):
-        grad, eps, emb = real(*a)
+    def poisoned(self, x, t, abar_t):
+        grad, eps, emb = real(self, x, t, abar_t)
         grad = grad.clone()
         grad[0] = float("nan")
         return grad, eps, emb
 
-    monkeypatch.setattr(s, "guidance_gradient", poisoned)
+    monkeypatch.setattr(Guide, "gradient", poisoned)
     res = sample(tiny_loaded, cfg_for(tiny_loaded, steps=5, n=2, batch=2, scale=2.0))
     assert res.nonfinite_skipped == 5
     assert np.isfinite(res.probs).all()
     # sample 0 got no guidance at all: it equals the unguided sample 0
-    monkeypatch.setattr(s, "guidance_gradient", real)
-    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", steps=5, n=2, batch=2))
+    monkeypatch.setattr(Guide, "gradient", real)
+    base = sample(tiny_loaded, cfg_for(tiny_loaded, method="uncond", steps=5, n=2, batch=2,
+                                       distractors=None))
     np.testing.assert_array_equal(res.images[0], base.images[0])
+
+
+def test_samples_that_overflow_are_flagged_and_saved_black(tiny_loaded):
+    res = sample(tiny_loaded, cfg_for(tiny_loaded, steps=4, n=2, batch=2, scale=1e30,
+                                      grad_norm="none", clip_x0=False))
+    assert res.nonfinite_samples == [0, 1]
+    assert (res.images == 0).all() and np.isfinite(res.probs).all()
+
+
+def test_sample_takes_only_a_resolved_config(tiny_loaded):
+    with pytest.raises(TypeError, match="RunConfig"):
+        sample(tiny_loaded, {"method": "uncond"})

@@ -69,8 +69,8 @@ def _unique(values: list[Any], flag: str) -> list[Any]:
     return values
 
 
-def guide_from_label(value: int | None) -> str:
-    return "all steps" if value is None else f"t < {value}"
+def guide_from_label(value: int | None, train_steps: int = 1000) -> str:
+    return "all steps" if value is None or value >= train_steps else f"t < {value}"
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -90,7 +90,8 @@ def build_configs(spec: Any, *, method: str, prompt: str | None, distractors: Se
     out = []
     for s in (scales if scales else [base.scale]):
         for g in guide_froms:
-            out.append(replace(base, scale=float(s), guide_from=g).validate(train_steps))
+            out.append(replace(base, scale=float(s),
+                               guide_from=g if g is not None else base.train_steps))
     return out
 
 
@@ -233,7 +234,7 @@ def run_sweep(cfgs: Sequence[Any], folder: Path, run_one: RunOne, evaluator: Any
     """Run every config (run folders under ``folder/runs``); returns (table, results)."""
     results = []
     for cfg in cfgs:
-        label = f"scale {cfg.scale:g}, guide {guide_from_label(cfg.guide_from)}"
+        label = f"scale {cfg.scale:g}, guide {guide_from_label(cfg.guide_from, cfg.train_steps)}"
         results.append(run_one(cfg, folder / "runs", label))
     return sweep_table(results, evaluator, pack_name, train_steps), results
 
@@ -253,15 +254,15 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option(None, "--prompt", "-p", help="Target caption."),
         distractor: list[str] = typer.Option(None, "--distractor", "-d",
                                              help="Distractor caption; repeat."),
-        n: int = typer.Option(16, "-n", "--n", help="Samples per grid point."),
+        n: int = typer.Option(None, "-n", "--n", help="Samples per grid point (default 16)."),
         batch: int = typer.Option(None, "--batch"),
         steps: int = typer.Option(None, "--steps"),
         sampler: str = typer.Option(None, "--sampler"),
-        seed: int = typer.Option(0, "--seed", help="Seed (the same x_T at every grid point)."),
+        seed: int = typer.Option(None, "--seed", help="Seed (the same x_T at every grid point; default 0)."),
         grad_norm: str = typer.Option(None, "--grad-norm", help="rms | none"),
         clip_input: str = typer.Option(None, "--clip-input", help="x0 | xt"),
         preset: str = typer.Option(None, "--preset", help="poster: the seed code's settings."),
-        model: str = typer.Option("digits", "--model", "-m"),
+        model: str = typer.Option(None, "--model", "-m"),
         clip: str = typer.Option(None, "--clip"),
         evaluate: bool = typer.Option(False, "--eval", help="Add KID, judged share, confidence."),
         real: str = typer.Option(None, "--real", help="Real images for --eval."),
@@ -278,25 +279,26 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Run a grid of guidance scales x start steps; write a table and plots."""
-        from clipterm import cli
+        from clipterm.commands import common
         from clipterm.output import check_out_dir, new_run_dir, slug
         from clipterm.packs import get_pack_spec
         from clipterm.plots import print_terminal_plot, require_matplotlib
 
+        model = common.default_model(model)
         spec = get_pack_spec(model)
         scales = parse_scales(scale) if scale is not None else None
         starts = parse_guide_from(guide_from, spec.train_steps)
         cfgs = build_configs(
             spec, method=method, prompt=prompt, distractors=distractor, scales=scales,
             guide_froms=starts, preset=preset, train_steps=spec.train_steps,
-            **cli._config_fields(n=n, batch=batch, steps=steps,
-                                 sampler=sampler, seed=seed if preset is None else None,
+            **common.given(n=n, batch=batch, steps=steps,
+                                 sampler=sampler, seed=seed,
                                  grad_norm=grad_norm, clip_input=clip_input),
         )
         if plots:
             require_matplotlib()
         out_root = check_out_dir(out)
-        pack = cli._load(model, device, clip)
+        pack = common.load(model, device, clip)
         evaluator = None
         if evaluate:
             from clipterm.evaluate import Evaluator
@@ -307,8 +309,9 @@ def register(app: typer.Typer) -> None:
         folder = new_run_dir(out_root, f"sweep-{method}-{slug(cfgs[0].prompt)}")
 
         def run_one(cfg: Any, root: Path, label: str) -> tuple[Any, Path]:
-            return cli._run_one(spec, pack, cfg.validate(pack.train_steps), root,
-                                quiet or as_json, label=label)
+            outcome = common.run_to_folder(pack, cfg, root, quiet=quiet or as_json, label=label)
+            common.finish_stopped(outcome)
+            return outcome.result, outcome.run_dir
 
         table, results = run_sweep(cfgs, folder, run_one, evaluator, spec.name, pack.train_steps)
         pngs = write_sweep(folder, table, results, png=plots)
@@ -316,7 +319,7 @@ def register(app: typer.Typer) -> None:
             from clipterm.plots import have_matplotlib
 
             if not have_matplotlib():
-                cli._warn("PNG plots skipped: pip install 'clipterm[plots]' for matplotlib")
+                common.warn("PNG plots skipped: pip install 'clipterm[plots]' for matplotlib")
         if as_json:
             sys.stdout.write(json.dumps(dict(table, folder=str(folder)), indent=2) + "\n")
             return

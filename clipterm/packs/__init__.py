@@ -179,3 +179,8 @@ def _adhoc_spec(diffusion: str, source: str) -> PackSpec:
 
 def list_pack_specs() -> list[PackSpec]:
     return [spec_from_json(PACKS_DIR / f"{n}.json") for n in builtin_pack_names()]
+
+
+def default_pack_name() -> str:
+    """The pack used when none is named."""
+    return "digits"

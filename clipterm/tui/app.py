@@ -35,7 +35,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from clipterm.config import METHODS, SamplingConfig
+from clipterm.config import METHODS, RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult, StepEvent
 from clipterm.packs import get_pack_spec
@@ -73,7 +73,7 @@ def default_loader(model: str, device: str) -> Any:
 
 def default_runner(
     pack: Any,
-    cfg: SamplingConfig,
+    cfg: RunConfig,
     on_event: Callable[[StepEvent], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> RunResult:
@@ -93,7 +93,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-def describe_error(exc: BaseException, cfg: SamplingConfig | None = None) -> str:
+def describe_error(exc: BaseException, cfg: RunConfig | None = None) -> str:
     """One line for the user: their own errors as is, OOM with a way out, bugs by type."""
     if is_out_of_memory(exc):
         batch = cfg.batch if cfg is not None else None
@@ -173,7 +173,7 @@ class ClipTermApp(App[None]):
             self.result, self.pack_name = result, pack_name
 
     class RunFailed(Message):
-        def __init__(self, error: BaseException, cfg: SamplingConfig | None, trace: str) -> None:
+        def __init__(self, error: BaseException, cfg: RunConfig | None, trace: str) -> None:
             super().__init__()
             self.error, self.cfg, self.trace = error, cfg, trace
 
@@ -457,7 +457,7 @@ class ClipTermApp(App[None]):
         self.form.query_one("#compare").remove_class("-invalid")
         self._start(configs, state)
 
-    def _start(self, configs: list[SamplingConfig], state: FormState) -> None:
+    def _start(self, configs: list[RunConfig], state: FormState) -> None:
         model, device = state.values["model"].strip(), state.values["device"]
         self.save_form_values()
         self._cancel = threading.Event()
@@ -492,13 +492,13 @@ class ClipTermApp(App[None]):
         self,
         model: str,
         device: str,
-        configs: list[SamplingConfig],
+        configs: list[RunConfig],
         cancel: threading.Event,
         slot: LatestSlot[StepEvent],
         done: threading.Event,
     ) -> None:
         """The sampler thread: loads the pack, runs each config, reports by message only."""
-        cfg: SamplingConfig | None = None
+        cfg: RunConfig | None = None
         losses = self._losses
 
         def on_event(event: StepEvent) -> None:
@@ -512,9 +512,8 @@ class ClipTermApp(App[None]):
             for cfg in configs:
                 if cancel.is_set():
                     break
-                checked = cfg.resolve(pack.defaults).validate(pack.train_steps)
                 losses.clear()
-                result = self._runner(pack, checked, on_event=on_event, cancel=cancel)
+                result = self._runner(pack, cfg, on_event=on_event, cancel=cancel)
                 self.post_message(self.ResultReady(result, getattr(pack, "name", model)))
         except BaseException as exc:  # report everything; the app must survive
             self.post_message(self.RunFailed(exc, cfg, traceback.format_exc()))

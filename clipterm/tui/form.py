@@ -1,7 +1,7 @@
 """RunForm: the left pane. Everything that describes a run, validated as the user types.
 
 The form keeps raw strings (what the user typed); :meth:`RunForm.read` turns them into a
-``SamplingConfig`` with the core's own ``resolve`` / ``validate``, and maps a ``ConfigError`` back
+``RunConfig`` with the core's own ``resolve`` / ``validate``, and maps a ``ConfigError`` back
 to the field it is about. Blank numeric fields mean "the pack's default" (shown as placeholder).
 """
 
@@ -18,7 +18,7 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
-from clipterm.config import METHODS, SamplingConfig
+from clipterm.config import METHODS, RunConfig, pack_default, resolve
 from clipterm.errors import UserError
 from clipterm.packs import PackSpec, builtin_pack_names, get_pack_spec
 from clipterm.tui.distractors import DistractorList
@@ -104,7 +104,7 @@ class FormState:
     """The outcome of reading the form: a valid config, or the field at fault and why."""
 
     values: dict[str, str]
-    config: SamplingConfig | None = None
+    config: RunConfig | None = None
     spec: PackSpec | None = None
     error_field: str | None = None
     error: str | None = None
@@ -164,39 +164,35 @@ def _float(values: dict[str, str], name: str) -> float | None:
 
 def config_from_values(
     values: dict[str, str], spec: PackSpec, train_steps: int
-) -> tuple[SamplingConfig, SamplingConfig]:
+) -> tuple[RunConfig, RunConfig]:
     """(config as typed, config resolved against the pack and validated); raises FieldError."""
     method = values.get("method", "contrastive")
     sampler = values.get("sampler", PACK_DEFAULT)
     distractors = tuple(
         line.strip() for line in values.get("distractors", "").splitlines() if line.strip()
     )
-    raw = SamplingConfig(
-        method=method,
-        prompt=values.get("prompt", ""),
-        distractors=distractors,
-        n=_int(values, "n", 16),  # type: ignore[arg-type]
+    given = dict(
+        n=_int(values, "n", None),
         batch=_int(values, "batch", None),
         steps=_int(values, "steps", None),
         sampler=None if sampler == PACK_DEFAULT or method == "optimize" else sampler,
         scale=_float(values, "scale") if method in METHOD_FIELDS["scale"] else None,
-        seed=_int(values, "seed", 0),  # type: ignore[arg-type]
-        clip_input=values.get("clip_input", "x0")
-        if method in METHOD_FIELDS["clip_input"]
-        else "x0",
-        guide_from=_int(values, "guide_from", None)
-        if method in METHOD_FIELDS["guide_from"]
-        else None,
+        seed=_int(values, "seed", None),
+        clip_input=values.get("clip_input", "x0") if method in METHOD_FIELDS["clip_input"] else None,
+        guide_from=_int(values, "guide_from", None) if method in METHOD_FIELDS["guide_from"] else None,
         opt_iters=_int(values, "opt_iters", None) if method == "optimize" else None,
         lr=_float(values, "lr") if method == "optimize" else None,
         init_image=(values.get("init_image", "").strip() or None) if method == "optimize" else None,
     )
     try:
-        checked = raw.resolve(spec.defaults).validate(train_steps)
+        checked = resolve(spec, method=method, prompt=values.get("prompt", ""),
+                          distractors=distractors or None, **given)
     except UserError as exc:
         message = str(exc)
-        raise FieldError(field_for_message(message) or "method", message) from None
-    return raw, checked
+        name = getattr(exc, "field", None)
+        raise FieldError(name if name in LABELS else field_for_message(message) or "method",
+                         message) from None
+    return checked, checked
 
 
 def compare_methods(values: dict[str, str]) -> list[str]:
@@ -213,7 +209,7 @@ def compare_methods(values: dict[str, str]) -> list[str]:
 
 def compare_configs(
     values: dict[str, str], spec: PackSpec, train_steps: int
-) -> list[SamplingConfig]:
+) -> list[RunConfig]:
     """One validated config per compared method, all from the same seed.
 
     The form's scale (and optimize settings) belong to the form's method; the other methods use
@@ -441,13 +437,12 @@ class RunForm(Widget, can_focus=False):
         if self._placeholders_for == key:
             return
         self._placeholders_for = key
-        resolved = SamplingConfig(method=method).resolve(spec.defaults)
         defaults = {
-            "steps": resolved.steps,
-            "scale": resolved.scale,
-            "batch": f"up to {spec.defaults.get('batch', 100)}",
-            "opt_iters": resolved.opt_iters,
-            "lr": resolved.lr,
+            "steps": pack_default(spec, method, "steps"),
+            "scale": pack_default(spec, method, "scale"),
+            "batch": f"up to {pack_default(spec, method, 'batch') or 100}",
+            "opt_iters": pack_default(spec, method, "opt_iters"),
+            "lr": pack_default(spec, method, "lr"),
         }
         for name, value in defaults.items():
             if value is not None:

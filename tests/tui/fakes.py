@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from clipterm.config import SamplingConfig
+from clipterm.config import RunConfig
 from clipterm.events import RunResult, StepEvent
 
 CAPTIONS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -103,13 +103,13 @@ class FakeRunner:
         self.release = threading.Event()
         self.finished = threading.Event()
         self.started = threading.Event()
-        self.configs: list[SamplingConfig] = []
+        self.configs: list[RunConfig] = []
         self.thread_names: list[str] = []
 
     def __call__(
         self,
         pack: Any,
-        cfg: SamplingConfig,
+        cfg: RunConfig,
         on_event: Callable[[StepEvent], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> RunResult:
@@ -123,7 +123,7 @@ class FakeRunner:
 
     def _run(
         self,
-        cfg: SamplingConfig,
+        cfg: RunConfig,
         on_event: Callable[[StepEvent], None] | None,
         cancel: threading.Event | None,
     ) -> RunResult:
@@ -179,7 +179,6 @@ class FakeRunner:
         size = self.size
         return RunResult(
             config=cfg,
-            captions=captions,
             images=np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8),
             probs=np.concatenate(probs) if probs else np.zeros((0, len(captions)), np.float32),
             indices=np.array(indices, dtype=np.int64),

@@ -159,10 +159,10 @@ def test_bar_fills_in_eighths() -> None:
 
 
 def test_errors_read_as_one_line() -> None:
-    from clipterm.config import SamplingConfig
+    from clipterm.config import RunConfig
 
     oom = RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")
-    assert describe_error(oom, SamplingConfig(batch=64)) == (
+    assert describe_error(oom, RunConfig(method="uncond", prompt="x", distractors=(), n=64, batch=64, steps=5, seed=0)) == (
         "out of memory: try a smaller batch (now 64) or fewer samples"
     )
     assert describe_error(ModelUnavailableError("no weights")) == "no weights"

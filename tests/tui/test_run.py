@@ -156,7 +156,7 @@ async def test_compare_runs_methods_from_one_seed_as_rows(make_app) -> None:
         await run_to_end(pilot, key="ctrl+o")
         assert [c.method for c in runner.configs] == ["uncond", "spherical", "contrastive"]
         assert {c.seed for c in runner.configs} == {5}
-        assert [c.scale for c in runner.configs] == [0.0, 5.0, 2.0]  # each method's pack default
+        assert [c.scale for c in runner.configs] == [None, 5.0, 2.0]  # uncond has none; pack defaults
         titles = [line for line in app.grid.text_lines() if "· done ·" in line]
         assert [t.split(" ")[0] for t in titles] == ["uncond", "spherical", "contrastive"]
         assert app.grid.count == 9

@@ -1,0 +1,93 @@
+"""``clipterm compare``: several methods from the same x_T, a grid (a row per method) and a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from clipterm.commands.common import (
+    MODEL_HELP,
+    default_model,
+    finish_stopped,
+    given,
+    load,
+    run_to_folder,
+    show_inline,
+)
+from clipterm.errors import ConfigError
+from clipterm.sanitize import printable
+
+
+def compare(
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Target caption (default: the pack's)."),
+    distractor: list[str] = typer.Option(None, "--distractor", "-d", help="Distractor caption; repeat."),
+    methods: str = typer.Option("uncond,spherical,contrastive", "--methods", help="Comma-separated methods."),
+    n: int = typer.Option(None, "-n", "--n", help="Samples per method (default 16)."),
+    batch: int = typer.Option(None, "--batch"),
+    steps: int = typer.Option(None, "--steps"),
+    sampler: str = typer.Option(None, "--sampler"),
+    scale: float = typer.Option(None, "--scale", help="One scale for every guided method (default: each method's)."),
+    seed: int = typer.Option(None, "--seed"),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    clip: str = typer.Option(None, "--clip"),
+    clip_input: str = typer.Option(None, "--clip-input"),
+    preset: str = typer.Option(None, "--preset", help="poster: the seed code's exact settings."),
+    evaluate: bool = typer.Option(False, "--eval", help="Add KID, judged share and confidence (see `clipterm eval`)."),
+    real: str = typer.Option(None, "--real", help="Real images for --eval (default: the pack's data for the prompt)."),
+    features: str = typer.Option("judge", "--features", help="KID features for --eval: judge | clip | inception."),
+    subset_size: int = typer.Option(None, "--subset-size", help="KID subset size for --eval (default: min(50, n))."),
+    out: Path = typer.Option(Path("out"), "--out", "-o"),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON to stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Run several methods from the same x_T; write a grid (a row per method) and a table."""
+    from clipterm.compare import compare_table, write_compare
+    from clipterm.config import GUIDED_METHODS, METHODS, resolve
+    from clipterm.output import check_out_dir
+    from clipterm.packs import get_pack_spec
+
+    model = default_model(model)
+    spec = get_pack_spec(model)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--methods is empty: name at least one method", field="method")
+    for m in names:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {printable(m)!r} in --methods: choose from "
+                              f"{', '.join(METHODS)}", field="method")
+    if len(set(names)) != len(names):
+        raise ConfigError("--methods names a method twice", field="method")
+    cfgs = [
+        resolve(spec, prompt=prompt, distractors=distractor, method=m, preset=preset,
+                **given(n=n, batch=batch, steps=steps, seed=seed,
+                        sampler=sampler if m != "optimize" else None,
+                        scale=scale if m in GUIDED_METHODS else None,
+                        clip_input=clip_input if m in GUIDED_METHODS else None))
+        for m in names
+    ]
+    out_root = check_out_dir(out)
+    pack = load(model, device, clip)
+    evaluator = None
+    if evaluate:
+        from clipterm.evaluate import Evaluator
+
+        evaluator = Evaluator.for_run(pack, cfgs[0].prompt, real=real, features=features,
+                                      subset_size=subset_size, n=cfgs[0].n)
+    results = []
+    for cfg in cfgs:
+        outcome = run_to_folder(pack, cfg, out_root, quiet=quiet or as_json, label=cfg.method)
+        finish_stopped(outcome)  # a signal ends the whole comparison, keeping what is done
+        results.append((outcome.result, outcome.run_dir))
+    table = compare_table(results, evaluator)
+    folder = write_compare(out_root, spec.name, results, table)
+    if as_json:
+        sys.stdout.write(json.dumps(table, indent=2) + "\n")
+        return
+    typer.echo((folder / "table.md").read_text())
+    typer.echo(f"-> {printable(folder)}")
+    if sys.stdout.isatty():
+        show_inline(folder / "grid.png")

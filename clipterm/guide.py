@@ -1,0 +1,154 @@
+"""CLIP's side of a run, built once: caption embeddings, the view CLIP gets, the objective.
+
+:class:`Guide` is guided-diffusion's ``cond_fn`` for this sampler: called at a reverse step with
+x_t, it returns the UNet's noise prediction, the gradient of the guidance objective with respect
+to x_t (non-finite gradients dropped, optionally RMS-normalised) and CLIP's caption
+probabilities. :class:`CaptionScorer` gives the per-caption probabilities every method reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from clipterm import guidance
+from clipterm.config import RunConfig
+from clipterm.errors import ConfigError
+from clipterm.runtime import DEFAULT_CPU_RUNTIME, Runtime, timestep_batch, unet_eps, upcast
+from clipterm.sanitize import printable
+from clipterm.schedule import predict_x0
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Map [-1, 1] to [0, 1] (CLIP's input range), without clamping.
+
+    No clamp on purpose: a clamp would zero the gradient of every saturated pixel (most of a
+    digit's black background early in the chain), so guidance could not draw there. CLIP sees
+    the predicted image slightly out of range instead, and the gradient is the true one.
+    """
+    return (x + 1) / 2
+
+
+def clip_view(cfg: RunConfig, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The image CLIP sees, in CLIP's input range before normalisation ([0, 1] unless seed mode)."""
+    if cfg.clip_input == "xt":
+        return x_t if cfg.seed_preprocess else to_unit_range(x_t)  # the seed fed x_t unmapped
+    return to_unit_range(x0)
+
+
+def encode_images(pack: Any, images01: torch.Tensor, runtime: Runtime = DEFAULT_CPU_RUNTIME
+                  ) -> torch.Tensor:
+    """Unit-norm CLIP embeddings (fp32, or fp64 for fp64 images) of images in CLIP's input
+    range, under ``runtime``."""
+    with runtime.autocast(images01.device):
+        return upcast(pack.encode_clip_input(images01.contiguous(), already_normalised=False))
+
+
+def check_captions(pack: Any, captions: tuple[str, ...]) -> list[str]:
+    """Warnings for captions longer than the CLIP's context (CLIP reads only their start); a
+    ConfigError when two captions become the same once cut."""
+    tokenizer = pack.tokenizer
+    ctx = getattr(tokenizer, "context_length", None)
+    if not ctx:
+        return []
+    cut = tokenizer(list(captions))
+    try:
+        full = tokenizer(list(captions), context_length=ctx * 8)
+    except TypeError:  # a tokenizer without a context_length argument
+        return []
+    notes = []
+    for i, text in enumerate(captions):
+        if int((full[i] != 0).sum()) > ctx:
+            role = "the prompt" if i == 0 else f"the distractor {printable(text, 40)!r}"
+            notes.append(f"{role} is longer than this CLIP's {ctx} tokens: only its start is read")
+    for i in range(len(captions)):
+        for j in range(i + 1, len(captions)):
+            if torch.equal(cut[i], cut[j]):
+                a, b = (printable(captions[k], 40) for k in (i, j))
+                raise ConfigError(f"{a!r} and {b!r} are the same caption once cut to this CLIP's "
+                                  f"{ctx} tokens: shorten them", field="distractors")
+    return notes
+
+
+class CaptionScorer:
+    """CLIP's probabilities over a run's captions (target first), from embeddings or images."""
+
+    def __init__(self, pack: Any, captions: tuple[str, ...], runtime: Runtime = DEFAULT_CPU_RUNTIME):
+        self.pack = pack
+        self.runtime = runtime
+        self.text_emb = pack.encode_text(captions)
+        self.logit_scale = pack.logit_scale
+
+    def probs(self, emb: torch.Tensor) -> torch.Tensor:
+        return guidance.caption_probs(emb, self.text_emb, self.logit_scale)
+
+    @torch.no_grad()
+    def probs_of(self, x0: torch.Tensor) -> torch.Tensor:
+        """Probabilities for images in [-1, 1]."""
+        return self.probs(encode_images(self.pack, to_unit_range(x0), self.runtime))
+
+
+class Guide:
+    """The guidance of one run: ``guide(x, t, abar_t) -> (eps, grad, probs)``."""
+
+    def __init__(self, pack: Any, cfg: RunConfig, scorer: CaptionScorer,
+                 runtime: Runtime = DEFAULT_CPU_RUNTIME):
+        self.pack = pack
+        self.cfg = cfg
+        self.scorer = scorer
+        self.runtime = runtime
+        self.nonfinite = torch.zeros((), dtype=torch.long, device=pack.device)
+
+    def active_at(self, t: int) -> bool:
+        return t < self.cfg.guide_from
+
+    def objective(self, emb: torch.Tensor) -> torch.Tensor:
+        """What guidance ascends, one value per sample."""
+        if self.cfg.method == "contrastive":
+            return guidance.contrastive_log_prob(emb, self.scorer.text_emb, self.scorer.logit_scale)
+        return guidance.spherical_objective(emb, self.scorer.text_emb[0])
+
+    def forward(self, x_in: torch.Tensor, t: int | torch.Tensor, abar_t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """UNet, predicted x0, CLIP, objective: (objective [B], eps, CLIP embedding), all fp32
+        and differentiable in ``x_in`` (the UNet only when CLIP sees x0)."""
+        if self.cfg.clip_input == "x0":
+            eps = unet_eps(self.pack.unet, x_in, t, self.runtime)
+            x0 = predict_x0(x_in, eps, abar_t)
+        else:
+            with torch.no_grad():
+                eps = unet_eps(self.pack.unet, x_in, t, self.runtime)
+            x0 = x_in
+        emb = encode_images(self.pack, clip_view(self.cfg, x_in, x0), self.runtime)
+        return self.objective(emb), eps, emb
+
+    def gradient(self, x: torch.Tensor, t: int, abar_t: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(raw d objective / d x_t summed over samples, so per sample; eps; CLIP embedding)."""
+        forward = self.runtime.compiled(
+            self.pack.unet, ("guided", self.cfg.method, self.cfg.clip_input,
+                             self.cfg.seed_preprocess), self.forward)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            xin = (x_in.contiguous(memory_format=torch.channels_last)
+                   if self.runtime.channels_last else x_in)
+            obj, eps, emb = forward(xin, timestep_batch(t, x) if self.runtime.compile else t, abar_t)
+            (grad,) = torch.autograd.grad(obj.sum(), x_in)
+        return grad, eps.detach(), emb.detach()
+
+    def __call__(self, x: torch.Tensor, t: int, abar_t: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        grad, eps, emb = self.gradient(x, t, abar_t)
+        grad = self.drop_nonfinite(grad)
+        if self.cfg.grad_norm == "rms":
+            grad = guidance.rms_normalise(grad)
+        with torch.no_grad():
+            return eps, grad, self.scorer.probs(emb)
+
+    def drop_nonfinite(self, grad: torch.Tensor) -> torch.Tensor:
+        """Zero the gradient of samples holding a NaN or inf and count them; the count stays on
+        the device, so the step never waits on the host."""
+        grad, bad = guidance.drop_nonfinite(grad)
+        self.nonfinite += bad
+        return grad
