@@ -14,7 +14,13 @@ import typer
 from clipterm.commands import bench as bench_command
 from clipterm.commands import eval as eval_command
 from clipterm.commands import sweep as sweep_command
-from clipterm.commands.common import METHOD_HELP, Stopped, err
+from clipterm.commands.common import (
+    METHOD_HELP,
+    Stopped,
+    err,
+    exit_on_signals,
+    ignore_stop_signals,
+)
 from clipterm.commands.compare import compare
 from clipterm.commands.generate import generate
 from clipterm.commands.models import models
@@ -55,6 +61,7 @@ def _root(
         typer.echo(f"clipterm {__version__}")
         raise typer.Exit()
     if ctx.invoked_subcommand is not None:
+        exit_on_signals()
         return
     try:
         from clipterm.tui.app import run_app
@@ -92,6 +99,13 @@ def _click_error_types() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit code 2 for what a user can fix."""
+    try:
+        _main(argv)
+    finally:  # the exit code is decided: a late signal must not replace it while Python exits
+        ignore_stop_signals()
+
+
+def _main(argv: list[str] | None) -> None:
     click_errors = _click_error_types()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="clipterm")

@@ -18,7 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from clipterm.errors import ConfigError
-from clipterm.sanitize import is_invisible, printable
+from clipterm.sanitize import is_invisible, printable, quoted
 
 METHODS = ("uncond", "spherical", "contrastive", "optimize")
 GUIDED_METHODS = ("spherical", "contrastive")
@@ -145,13 +145,13 @@ def resolve(spec: Any, *, method: str = "contrastive", prompt: str | None = None
     if unknown:
         raise TypeError(f"resolve() got unknown options: {', '.join(sorted(unknown))}")
     if method not in METHODS:
-        raise ConfigError(f"unknown method {printable(method)!r}: choose one of "
+        raise ConfigError(f"unknown method {quoted(method)}: choose one of "
                           f"{', '.join(METHODS)}", field="method")
     user = {k: v for k, v in given.items() if v is not None}
     values = dict(user)
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {printable(preset)!r}: choose one of "
+            raise ConfigError(f"unknown preset {quoted(preset)}: choose one of "
                               f"{', '.join(PRESETS)}", field="preset")
         for key, value in PRESETS[preset].items():
             value = value.get(method) if isinstance(value, dict) else value
@@ -224,7 +224,7 @@ def pack_default(spec: Any, method: str, name: str) -> Any:
 # ----------------------------------------------------------------------------- checks
 def _check(c: RunConfig) -> None:
     if c.method not in METHODS:
-        raise ConfigError(f"unknown method {printable(c.method)!r}: choose one of "
+        raise ConfigError(f"unknown method {quoted(c.method)}: choose one of "
                           f"{', '.join(METHODS)}", field="method")
     _check_captions(c)
     _whole("n", c.n, "the number of samples", 1, MAX_SAMPLES)
@@ -280,10 +280,10 @@ def _check_captions(c: RunConfig) -> None:
             raise ConfigError("a distractor is empty: remove it or give it some text",
                               field="distractors")
         if d.casefold() == c.prompt.casefold():
-            raise ConfigError(f"the distractor {printable(d)!r} is the same as the prompt",
+            raise ConfigError(f"the distractor {quoted(d)} is the same as the prompt",
                               field="distractors")
         if d.casefold() in seen:
-            raise ConfigError(f"the distractor {printable(d)!r} is given twice",
+            raise ConfigError(f"the distractor {quoted(d)} is given twice",
                               field="distractors")
         seen.add(d.casefold())
     if c.method == "contrastive" and not c.distractors:
@@ -315,7 +315,8 @@ def _number(name: str, value: Any, label: str, low: float, high: float | None) -
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         label = name.replace("_", " ")
-        raise ConfigError(f"unknown {label} {printable(repr(value), 40)}: choose "
+        shown = quoted(value, 40) if isinstance(value, str) else printable(repr(value), 40)
+        raise ConfigError(f"unknown {label} {shown}: choose "
                           f"{' or '.join(choices)}", field=name)
 
 

@@ -16,7 +16,7 @@ from clipterm import guidance
 from clipterm.config import RunConfig
 from clipterm.errors import ConfigError
 from clipterm.runtime import DEFAULT_CPU_RUNTIME, Runtime, timestep_batch, unet_eps, upcast
-from clipterm.sanitize import printable
+from clipterm.sanitize import quoted
 from clipterm.schedule import predict_x0
 
 
@@ -60,13 +60,13 @@ def check_captions(pack: Any, captions: tuple[str, ...]) -> list[str]:
     notes = []
     for i, text in enumerate(captions):
         if int((full[i] != 0).sum()) > ctx:
-            role = "the prompt" if i == 0 else f"the distractor {printable(text, 40)!r}"
+            role = "the prompt" if i == 0 else f"the distractor {quoted(text, 40)}"
             notes.append(f"{role} is longer than this CLIP's {ctx} tokens: only its start is read")
     for i in range(len(captions)):
         for j in range(i + 1, len(captions)):
             if torch.equal(cut[i], cut[j]):
-                a, b = (printable(captions[k], 40) for k in (i, j))
-                raise ConfigError(f"{a!r} and {b!r} are the same caption once cut to this CLIP's "
+                a, b = (quoted(captions[k], 40) for k in (i, j))
+                raise ConfigError(f"{a} and {b} are the same caption once cut to this CLIP's "
                                   f"{ctx} tokens: shorten them", field="distractors")
     return notes
 

@@ -248,6 +248,7 @@ class RunWriter:
         self.created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self.status = "running"
         self._samples: dict[int, dict[str, Any]] = {}
+        self._result: RunResult | None = None
         self._lock = threading.Lock()
         if record:
             self._write_record()
@@ -293,7 +294,7 @@ class RunWriter:
         if error:
             self.header["error"] = error
         if self.record:
-            self._write_record()
+            self._write_record(self._result)
 
     def finish(self, result: RunResult, status: str | None = None) -> Path:
         """Write the grid and the final run.json; returns the folder."""
@@ -303,6 +304,7 @@ class RunWriter:
             save_png(self.dir / "partial-grid.png", make_grid(result.partial_preview),
                      replace=False)
         self.status = status or ("complete" if result.completed else "incomplete")
+        self._result = result
         if self.record:
             self._write_record(result)
         return self.dir

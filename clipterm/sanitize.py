@@ -37,3 +37,8 @@ def is_invisible(text: str) -> bool:
     import unicodedata
 
     return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+
+
+def quoted(value: Any, limit: int | None = None) -> str:
+    """``printable(value)`` between single quotes, for messages: ``'seven'``."""
+    return f"'{printable(value, limit)}'"

@@ -217,6 +217,29 @@ def _forget_terminal(progress: Progress | None) -> None:
         sys.stderr = _Quiet(sys.stderr)
 
 
+def exit_on_signals() -> None:
+    """Before a run starts (parsing, loading): SIGTERM and SIGHUP end the command at once with
+    128 + the signal's number; nothing has been written yet. SIGINT stays KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in STOP_SIGNALS:
+        if s != signal.SIGINT:
+            signal.signal(s, _stop_now)
+
+
+def ignore_stop_signals() -> None:
+    """From here on SIGINT, SIGTERM and SIGHUP are ignored (the process is exiting)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    if signum == getattr(signal, "SIGHUP", None):
+        _forget_terminal(None)
+    raise Stopped(128 + signum, f"stopped by {signal.Signals(signum).name}")
+
+
 # ----------------------------------------------------------------------------- one run
 @dataclass
 class RunOutcome:

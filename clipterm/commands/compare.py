@@ -18,7 +18,7 @@ from clipterm.commands.common import (
     show_inline,
 )
 from clipterm.errors import ConfigError
-from clipterm.sanitize import printable
+from clipterm.sanitize import printable, quoted
 
 
 def compare(
@@ -57,7 +57,7 @@ def compare(
         raise ConfigError("--methods is empty: name at least one method", field="method")
     for m in names:
         if m not in METHODS:
-            raise ConfigError(f"unknown method {printable(m)!r} in --methods: choose from "
+            raise ConfigError(f"unknown method {quoted(m)} in --methods: choose from "
                               f"{', '.join(METHODS)}", field="method")
     if len(set(names)) != len(names):
         raise ConfigError("--methods names a method twice", field="method")

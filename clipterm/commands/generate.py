@@ -19,7 +19,7 @@ from clipterm.commands.common import (
     run_to_folder,
     show_inline,
 )
-from clipterm.sanitize import printable
+from clipterm.sanitize import printable, quoted
 
 
 def generate(
@@ -83,7 +83,7 @@ def generate(
         return
     typer.echo(
         f"{len(result.indices)} samples in {result.seconds:.1f}s on {result.device} -> "
-        f"{printable(run_dir)}\nmean p({printable(cfg.prompt)!r}) = "
+        f"{printable(run_dir)}\nmean p({quoted(cfg.prompt)}) = "
         f"{result.mean_target_prob:.3f} among {len(cfg.captions)} captions"
     )
     if sys.stdout.isatty() and (run_dir / "grid.png").exists():
