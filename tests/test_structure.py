@@ -1,0 +1,71 @@
+"""The package's shape: no module reaches into another's private names; the import contracts
+(layers, UI frameworks only in the front ends, no cycles) hold; the core imports without them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "clipterm"
+
+
+def _private_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules: dict[str, str] = {}  # local name -> clipterm module it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clipterm"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{path.name}:{node.lineno} imports {node.module}.{alias.name}")
+                modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("clipterm"):
+                    modules[alias.asname or alias.name.split(".")[0]] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                and node.value.id in modules):
+            found.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_a_private_name_of_another():
+    found = [use for path in sorted(PACKAGE.rglob("*.py")) for use in _private_uses(path)]
+    assert found == []
+
+
+def test_the_private_name_check_finds_what_it_looks_for(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from clipterm.output import _json_default\nimport clipterm.sampling as s\n"
+                   "s._hidden()\n")
+    assert len(_private_uses(bad)) == 2
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).parent / "lint-imports"
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, cwd=PACKAGE.parent,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+def test_the_core_imports_without_the_front_ends():
+    """Import every core module with textual and typer made unimportable."""
+    core = sorted(p.stem for p in PACKAGE.glob("*.py")
+                  if p.stem not in ("cli", "__main__", "__init__"))
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('textual', 'typer'):\n"
+            "            raise ImportError('front end imported by the core: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"for m in {core!r}:\n"
+            "    __import__('clipterm.' + m)\n"
+            "import clipterm.packs\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
