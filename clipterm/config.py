@@ -205,6 +205,8 @@ def resolve(spec: Any, *, method: str = "contrastive", prompt: str | None = None
                   clip_input=values.get("clip_input", "x0"),
                   guide_from=values.get("guide_from", spec.train_steps))
     cfg = RunConfig(**kw, warnings=tuple(notes))
+    if hasattr(spec, "check_vocabulary"):  # a closed-vocabulary pack reads only its captions
+        spec.check_vocabulary(cfg.prompt, cfg.distractors)
     if cfg.init_image is not None:
         from clipterm.images import check_image
 

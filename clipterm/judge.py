@@ -92,20 +92,43 @@ def save_judge(model: DigitJudge, folder: str | Path) -> Path:
 
 
 def load_judge(folder: str | Path, device: str | torch.device = "cpu") -> DigitJudge:
-    """Load a saved judge in eval mode with gradients off."""
+    """Load a saved judge in eval mode with gradients off.
+
+    The folder comes from a pack, so nothing in it is trusted: ``config.json`` is checked
+    against :class:`clipterm.packs.schema.JudgeConfigFile`, the weights must be a safetensors
+    file of exactly that architecture, and every problem is one UserError line."""
+    from pydantic import ValidationError
     from safetensors.torch import load_file
 
+    from clipterm.errors import UserError
+    from clipterm.packs.reading import read_json_object
+    from clipterm.packs.schema import JudgeConfigFile, first_error
+    from clipterm.packs.weights import check_finite, count_elements
+    from clipterm.sanitize import printable
+
     folder = Path(folder)
-    raw = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    raw.pop("architecture", None)
+    config_path = folder / CONFIG_NAME
+    raw = read_json_object(config_path, "judge config")
+    try:
+        checked = JudgeConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"judge config {printable(config_path)}: {first_error(exc)}") from None
     config = JudgeConfig(
-        image_size=int(raw["image_size"]),
-        channels=tuple(int(c) for c in raw["channels"]),
-        feature_dim=int(raw["feature_dim"]),
-        dropout=float(raw.get("dropout", 0.0)),
-        class_names=tuple(str(c) for c in raw["class_names"]),
+        image_size=checked.image_size,
+        channels=tuple(checked.channels),
+        feature_dim=checked.feature_dim,
+        dropout=checked.dropout,
+        class_names=tuple(checked.class_names),
     )
+    weights = folder / WEIGHTS_NAME
+    count_elements(weights, "judge weights")
     model = DigitJudge(config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME), device="cpu"))
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"the judge weights {printable(weights)} do not fit the architecture in "
+                        f"{CONFIG_NAME}: {printable(first, 200)}") from None
+    check_finite(model, "the judge weights", weights)
     model.eval().requires_grad_(False)
     return model.to(device)

@@ -80,7 +80,7 @@ def test_local_clip_checkpoint_loads_with_the_right_weights(tiny_pack):
 
     spec = get_pack_spec(str(tiny_pack))
     model, tokenizer, name = load_clip(spec.clip, torch.device("cpu"))
-    saved = load_file(spec.clip["weights"])
+    saved = load_file(spec.clip.weights)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, saved[k])
     assert tokenizer(["one"]).shape == (1, 8)
@@ -93,7 +93,7 @@ def test_local_clip_with_wrong_weights_is_a_user_error(tiny_pack, tmp_path):
     bad = tmp_path / "bad.safetensors"
     save_file({"nope": torch.zeros(1)}, str(bad))
     with pytest.raises(UserError, match="do not fit"):
-        load_clip({"config": spec.clip["config"], "weights": str(bad)}, torch.device("cpu"))
+        load_clip({"config": spec.clip.config, "weights": str(bad)}, torch.device("cpu"))
 
 
 def test_device_resolution():

@@ -181,8 +181,8 @@ def test_pack_registry_entry_resolves() -> None:
     assert spec.embedded and spec.tuned and spec.real_data == "sklearn-digits"
     assert spec.captions == DIGIT_NAMES and spec.default_prompt == "seven"
     assert spec.diffusion_is_local and Path(spec.diffusion, "unet").is_dir()
-    assert isinstance(spec.clip, dict)
-    assert Path(spec.clip["config"]).is_file() and Path(spec.clip["weights"]).is_file()
+    assert spec.clip.kind == "files"
+    assert Path(spec.clip.config).is_file() and Path(spec.clip.weights).is_file()
     assert spec.judge is not None and Path(spec.judge, "config.json").is_file()
 
 

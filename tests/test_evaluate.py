@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,10 +58,9 @@ def judged_pack(tiny_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         judge.head.bias[TINY_CAPTIONS.index("one")] = 4.0
     save_judge(judge, root / "judge")
     data = json.loads(tiny_pack.read_text())
-    base = tiny_pack.parent
-    data["clip"] = {k: str(base / v) for k, v in data["clip"].items()}
-    data.update(name="tiny-judged", diffusion=str(base / data["diffusion"]),
-                judge=str(root / "judge"))
+    for folder in ("ddpm", "clip"):  # a pack names only paths inside its own folder
+        shutil.copytree(tiny_pack.parent / folder, root / folder)
+    data.update(name="tiny-judged", judge="judge")
     path = root / "pack.json"
     path.write_text(json.dumps(data))
     return path

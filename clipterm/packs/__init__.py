@@ -1,186 +1,169 @@
-"""Named model packs: a pack is data (a JSON file), not code.
+"""Named model packs: a pack is data (a JSON file checked against a schema), not code.
 
-A pack JSON names a diffusion model (a Hugging Face repo id, or a folder, relative to the JSON),
-a CLIP model, optional judge, default captions and default settings. The built-in packs live
+A pack JSON names a diffusion model (a folder inside the pack's folder, or a Hugging Face repo
+id), a CLIP, an optional judge, its captions and its default settings. The built-in packs live
 beside this file (``cifar10.json``, ``digits.json``); a user can point ``--model`` at their own
-pack JSON, or at a diffusers model folder / repo id directly.
+pack JSON (or a folder holding ``pack.json``), or at a diffusers model folder / repo id directly.
 
-Schema (keys not listed are kept in ``PackSpec.raw``)::
+The schema (:mod:`clipterm.packs.schema`; unknown keys are refused)::
 
     {
-      "name": "digits",
+      "name": "digits",                       # letters, digits, . _ - (default: the file's stem)
       "description": "...",
-      "diffusion": "digits/ddpm",           # folder (relative to the JSON) or repo id
+      "diffusion": "digits/ddpm",             # folder inside the pack's folder, or ORG/NAME
       "clip": {"config": "digits/clip/NAME.json", "weights": "digits/clip/x.safetensors"}
-           | {"model": "ViT-B-32", "pretrained": "openai"}
-           | "local-dir:/path" | "hf-hub:org/repo",
-      "judge": "digits/judge",              # optional
-      "captions": ["zero", ...], "default_prompt": "seven",
+           | {"model": "ViT-B-32", "weights": "clip/x.safetensors"}
+           | {"model": "ViT-B-32", "pretrained": "openai", "hf_hub": "timm/..."}
+           | "local-dir:FOLDER" | "hf-hub:ORG/NAME",
+      "judge": "digits/judge",                # optional: a folder with config.json
+      "captions": ["zero", ...],              # visible, distinct (case-insensitive)
+      "default_prompt": "seven",              # default: the first caption
+      "vocabulary": "closed" | "open",        # closed: the CLIP reads only the captions
       "real_data": "sklearn-digits" | "cifar10",
-      "tuned": true,
-      "defaults": {"sampler": "ddim", "steps": 50, "scale": ..., "methods": {"contrastive": {...}}}
+      "tuned": true, "embedded": true,
+      "train_steps": 1000,                    # default: the scheduler config's
+      "download_mb": 750,                     # approximate download size, where known
+      "defaults": {"sampler": "ddim", "steps": 50, "batch": 100, "scale": 0.0, "opt_iters": 10,
+                   "lr": 0.05, "grad_norm": "rms", "methods": {"contrastive": {"scale": 0.1}}}
     }
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clipterm.errors import UserError
+from clipterm.packs.reading import PACKS_DIR, adhoc_spec, is_repo_id, spec_from_json
+from clipterm.packs.spec import ClipRef, MethodDefaults, PackDefaults, PackSpec
+from clipterm.sanitize import printable
 
-PACKS_DIR = Path(__file__).resolve().parent
-DEFAULT_CLIP = {"model": "ViT-B-32", "pretrained": "openai"}
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
+__all__ = [
+    "PACKS_DIR", "ClipRef", "MethodDefaults", "PackDefaults", "PackEntry", "PackSpec",
+    "builtin_pack_names", "default_pack_name", "get_pack_spec", "list_pack_specs", "list_packs",
+    "spec_from_json", "vocabulary_suggestion",
+]
 
-
-@dataclass(frozen=True)
-class PackSpec:
-    """A pack as described by its JSON, before anything is loaded."""
-
-    name: str
-    description: str
-    diffusion: str  # resolved: absolute folder path or repo id
-    clip: dict[str, Any] | str
-    captions: tuple[str, ...]
-    default_prompt: str
-    defaults: dict[str, Any]
-    judge: str | None = None  # resolved folder path
-    real_data: str | None = None
-    tuned: bool = False
-    embedded: bool = False
-    source: str = ""  # the JSON file, or what --model named
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def distractors_for(self, prompt: str) -> tuple[str, ...]:
-        """The pack's captions other than ``prompt``: the poster's contrastive setting."""
-        p = prompt.strip().casefold()
-        return tuple(c for c in self.captions if c.casefold() != p)
-
-    @property
-    def diffusion_is_local(self) -> bool:
-        return Path(self.diffusion).is_absolute()
-
-    @property
-    def train_steps(self) -> int:
-        """The diffusion model's training steps, read without loading it (1000 if unknown)."""
-        if "train_steps" in self.raw:
-            return int(self.raw["train_steps"])
-        if self.diffusion_is_local:
-            root = Path(self.diffusion)
-            for cfg in (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json"):
-                if cfg.is_file():
-                    try:
-                        return int(json.loads(cfg.read_text()).get("num_train_timesteps", 1000))
-                    except (OSError, ValueError):
-                        break
-        return 1000
+DEFAULT_PACK = "digits"  # embedded: always there
+PREFERRED_PACK = "cifar10"  # the real models, when their weights are in the cache
 
 
 def builtin_pack_names() -> list[str]:
     return sorted(p.stem for p in PACKS_DIR.glob("*.json"))
 
 
-def _resolve_path(value: str, base: Path) -> str:
-    """A path relative to the pack JSON if it exists there, else the value as is (a repo id)."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return str(p)
-    candidate = (base / p).resolve()
-    return str(candidate) if candidate.exists() else value
-
-
-def spec_from_json(path: Path) -> PackSpec:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"pack file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read pack file {path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"pack file {path} must hold a JSON object")
-    for key in ("diffusion", "captions"):
-        if key not in data:
-            raise UserError(f"pack file {path} has no {key!r} entry")
-    base = path.parent
-    clip = data.get("clip", DEFAULT_CLIP)
-    if isinstance(clip, dict):
-        clip = {
-            k: (_resolve_path(v, base) if k in ("config", "weights") else v) for k, v in clip.items()
-        }
-    captions = tuple(str(c) for c in data["captions"])
-    judge = data.get("judge")
-    return PackSpec(
-        name=str(data.get("name", path.stem)),
-        description=str(data.get("description", "")),
-        diffusion=_resolve_path(str(data["diffusion"]), base),
-        clip=clip,
-        captions=captions,
-        default_prompt=str(data.get("default_prompt", captions[0] if captions else "")),
-        defaults=dict(data.get("defaults", {})),
-        judge=_resolve_path(judge, base) if judge else None,
-        real_data=data.get("real_data"),
-        tuned=bool(data.get("tuned", False)),
-        embedded=bool(data.get("embedded", False)),
-        source=str(path),
-        raw=data,
-    )
-
-
 def get_pack_spec(name_or_path: str) -> PackSpec:
-    """Find a pack by built-in name, pack JSON path, or diffusers model folder / repo id."""
-    if not name_or_path or not name_or_path.strip():
+    """Find a pack by built-in name, pack JSON path, folder (holding ``pack.json``, or a
+    diffusers model), or Hugging Face repo id. Raises a one-line UserError."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise UserError("the model is empty: name a pack (e.g. digits) or a model folder")
-    builtin = PACKS_DIR / f"{name_or_path}.json"
-    if "/" not in name_or_path and builtin.is_file():
-        return spec_from_json(builtin)
+    if "\0" in name_or_path:
+        raise UserError(f"the model '{printable(name_or_path, 80)}' holds a NUL character")
+    if "/" not in name_or_path and name_or_path in builtin_pack_names():
+        return spec_from_json(PACKS_DIR / f"{name_or_path}.json")
+    try:
+        return _spec_from_path(name_or_path)
+    except OSError as exc:
+        raise UserError(f"cannot use the model '{printable(name_or_path, 200)}': "
+                        f"{exc.strerror or exc}") from None
+
+
+def _spec_from_path(name_or_path: str) -> PackSpec:
     path = Path(name_or_path).expanduser()
+    shown = printable(path, 200)
     if path.suffix == ".json":
         if not path.is_file():
-            raise UserError(f"pack file not found: {path}")
+            raise UserError(f"pack file not found: {shown}" if not path.exists()
+                            else f"pack file {shown} is not a file")
         return spec_from_json(path)
     if path.is_dir():
         if (path / "pack.json").is_file():
             return spec_from_json(path / "pack.json")
         if not ((path / "unet").is_dir() or (path / "config.json").is_file()):
             raise UserError(
-                f"{path} is neither a pack nor a diffusers model folder "
+                f"{shown} is neither a pack nor a diffusers model folder "
                 "(expected pack.json, unet/ or config.json inside)"
             )
-        return _adhoc_spec(str(path.resolve()), source=str(path))
-    if name_or_path.count("/") == 1 and not path.exists() and not name_or_path.startswith("."):
-        return _adhoc_spec(name_or_path, source=name_or_path)  # a Hugging Face repo id
+        return adhoc_spec(str(path.resolve()), source=str(path))
+    if is_repo_id(name_or_path) and not path.exists():
+        return adhoc_spec(name_or_path, source=name_or_path)  # a Hugging Face repo id
     raise UserError(
-        f"unknown model {name_or_path!r}: choose a pack ({', '.join(builtin_pack_names())}), "
-        "a pack JSON, a diffusers model folder, or a Hugging Face repo id like org/name"
-    )
-
-
-def _adhoc_spec(diffusion: str, source: str) -> PackSpec:
-    """A bare diffusion model: CIFAR-10 captions and the default CLIP, like the cifar10 pack."""
-    cifar = spec_from_json(PACKS_DIR / "cifar10.json")
-    return PackSpec(
-        name=Path(source).name or source,
-        description=f"diffusion model {source} with {cifar.clip}",
-        diffusion=diffusion,
-        clip=cifar.clip,
-        captions=cifar.captions,
-        default_prompt=cifar.default_prompt,
-        defaults=cifar.defaults,
-        real_data=None,
-        tuned=False,
-        source=source,
+        f"unknown model '{printable(name_or_path, 200)}': choose a pack "
+        f"({', '.join(builtin_pack_names())}), a pack JSON, a diffusers model folder, "
+        "or a Hugging Face repo id like org/name"
     )
 
 
 def list_pack_specs() -> list[PackSpec]:
+    """The built-in packs (they ship with clipterm, so a broken one is a bug and raises)."""
     return [spec_from_json(PACKS_DIR / f"{n}.json") for n in builtin_pack_names()]
 
 
+# ----------------------------------------------------------------------------- for front ends
+@dataclass(frozen=True)
+class PackEntry:
+    """A pack as a front end lists it: its spec, or the one-line reason it cannot be used."""
+
+    name: str  # what --model takes for it
+    spec: PackSpec | None
+    error: str | None = None
+    available: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.spec is not None
+
+
+def list_packs(extra: tuple[str, ...] | list[str] = ()) -> list[PackEntry]:
+    """The built-in packs, then each of ``extra`` (packs a user named or the app remembers).
+
+    Never raises: a pack that cannot be read becomes an entry with its one-line error, so a
+    broken remembered pack cannot stop the app from starting."""
+    from clipterm.packs.availability import pack_availability
+
+    entries: list[PackEntry] = []
+    for name in [*builtin_pack_names(), *(e for e in extra if e not in builtin_pack_names())]:
+        try:
+            spec = get_pack_spec(name)
+            available = bool(pack_availability(spec)["available"])
+        except UserError as exc:
+            entries.append(PackEntry(name=name, spec=None, error=printable(exc, 300)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - listing must not fail; the entry says why
+            entries.append(PackEntry(name=name, spec=None,
+                                     error=printable(f"{type(exc).__name__}: {exc}", 300)))
+            continue
+        entries.append(PackEntry(name=name, spec=spec, available=available))
+    return entries
+
+
 def default_pack_name() -> str:
-    """The pack used when none is named."""
-    return "digits"
+    """The pack a command uses when none is named: ``cifar10`` when its weights are in the
+    cache, else the embedded ``digits`` pack. Never raises; reads no network."""
+    from clipterm.packs.availability import pack_availability
+
+    try:
+        if pack_availability(get_pack_spec(PREFERRED_PACK))["available"]:
+            return PREFERRED_PACK
+    except Exception:  # noqa: BLE001 - a default must always be there
+        pass
+    return DEFAULT_PACK
+
+
+def vocabulary_suggestion(spec: PackSpec, caption: str) -> str:
+    """For a caption a closed-vocabulary pack cannot read: which built-in pack fits, and how
+    to get it (``clipterm models --download cifar10``)."""
+    from clipterm.packs.availability import pack_availability
+
+    key = caption.strip().casefold()
+    candidates = [s for s in list_pack_specs() if s.vocabulary == "open" and s.name != spec.name]
+    if not candidates:
+        return "choose a pack with an open vocabulary"
+    fits = [s for s in candidates if key in (c.casefold() for c in s.captions)]
+    best = (fits or candidates)[0]
+    reads = (f"'{printable(caption.strip(), 60)}' is one of its classes" if fits
+             else "its CLIP reads any prompt")
+    if pack_availability(best)["available"]:
+        return f"use --model {best.name} ({reads})"
+    return (f"use --model {best.name} ({reads}) after `clipterm models --download "
+            f"{best.name}`")

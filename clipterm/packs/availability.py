@@ -1,68 +1,63 @@
-"""Whether a pack's weights are on this machine, answered without torch and without network."""
+"""Whether a pack's weights are on this machine, answered without torch and without network.
+
+Never raises: a damaged cache, or a cache setting that points at a file, reads as "missing".
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from clipterm.packs import PackSpec
+from clipterm.packs import hub
+from clipterm.packs.spec import ClipRef, PackSpec
+
+UNET_CONFIGS = ("unet/config.json", "config.json")
+UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def hub_cache_root() -> Path:
-    """The Hugging Face hub cache folder, found as huggingface_hub finds it (its environment
-    variables, then ~/.cache/huggingface/hub), without importing it: that import costs most of
-    a second, and ``clipterm models`` must answer at once."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
+    """The Hugging Face hub cache folder (see :func:`clipterm.packs.hub.cache_root`)."""
+    return hub.cache_root()
 
 
 def _cached(repo_id: str, filenames: tuple[str, ...], revision: str = "main") -> bool:
-    """Whether one of ``filenames`` of a hub model repo is in the cache (the cache's layout:
-    models--ORG--NAME/refs/REVISION holds a commit, snapshots/COMMIT/FILE the file)."""
-    repo = hub_cache_root() / ("models--" + repo_id.replace("/", "--"))
-    ref = repo / "refs" / revision
+    """Whether one of ``filenames`` of a hub model repo is in the cache."""
+    return any(hub.cached_file(repo_id, f, revision) is not None for f in filenames)
+
+
+def diffusers_folder_complete(folder: Path) -> bool:
+    """A diffusers UNet (``unet/`` or flat) with a config and weights, and a scheduler config."""
     try:
-        commit = ref.read_text().strip() if ref.is_file() else revision
+        unet = folder / "unet" if (folder / "unet").is_dir() else folder
+        sched = (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
+        return ((unet / "config.json").is_file()
+                and any((unet / w).is_file() for w in UNET_WEIGHTS)
+                and any(s.is_file() for s in sched))
     except OSError:
         return False
-    snapshot = repo / "snapshots" / commit
-    return any((snapshot / f).is_file() for f in filenames)
 
 
 def diffusion_available(source: str) -> bool:
     path = Path(source)
-    if path.is_absolute() or path.exists():
-        return path.is_dir()
-    return _cached(source, ("unet/config.json", "config.json"))
+    if path.is_absolute():
+        return diffusers_folder_complete(path)
+    snapshot = hub.cached_snapshot(source)
+    return snapshot is not None and diffusers_folder_complete(snapshot)
 
 
-def clip_available(clip: dict[str, Any] | str) -> bool:
-    if isinstance(clip, str):
-        return clip.startswith("local-dir:") and Path(clip.split(":", 1)[1]).is_dir()
-    if "config" in clip:
-        weights = clip.get("weights")
-        return Path(clip["config"]).is_file() and (not weights or Path(weights).is_file())
-    pretrained = clip.get("pretrained")
-    if pretrained and Path(pretrained).is_file():
-        return True
-    hub = clip.get("hf_hub")
-    return bool(hub) and _cached(
-        hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    )
-
-
-def clip_label(clip: dict[str, Any] | str) -> str:
-    if isinstance(clip, str):
-        return clip
-    if "config" in clip:
-        return f"{Path(clip['config']).stem} ({clip['config']})"
-    return f"{clip['model']}:{clip.get('pretrained', '')}"
+def clip_available(clip: ClipRef) -> bool:
+    try:
+        if clip.kind == "files":
+            return (not clip.config or Path(clip.config).is_file()) and Path(clip.weights or "").is_file()
+        if clip.kind == "local-dir":
+            return Path(clip.path or "").is_dir()
+        if clip.kind == "hf-hub":
+            return _cached(clip.path or "", ("open_clip_config.json",)) and _cached(
+                clip.path or "", OPEN_CLIP_WEIGHTS)
+    except OSError:
+        return False
+    return bool(clip.hf_hub) and _cached(clip.hf_hub or "", OPEN_CLIP_WEIGHTS)
 
 
 def pack_availability(spec: PackSpec) -> dict[str, Any]:
@@ -71,7 +66,7 @@ def pack_availability(spec: PackSpec) -> dict[str, Any]:
     return {
         "embedded": spec.embedded,
         "diffusion": spec.diffusion,
-        "clip": clip_label(spec.clip),
+        "clip": spec.clip.label,
         "diffusion_ok": d_ok,
         "clip_ok": c_ok,
         "available": d_ok and c_ok,
