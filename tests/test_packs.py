@@ -211,16 +211,18 @@ def test_default_pack_survives_a_cache_setting_that_points_at_a_file(tmp_path, m
     assert default_pack_name() == "digits"
 
 
-def test_cli_options_default_to_the_default_pack():
-    """generate, compare and sweep take the default pack when --model is not given."""
-    import typer.main
+def test_commands_without_model_use_the_default_pack(tmp_path, monkeypatch, capsys):
+    """No --model: digits without the cifar10 weights, cifar10 once they are in the cache."""
+    from tests.adversarial.harness import run_cli
 
-    from clipterm.cli import app
-
-    group = typer.main.get_command(app)
-    for name in ("generate", "compare", "sweep"):
-        (opt,) = [p for p in group.commands[name].params if p.name == "model"]
-        assert callable(opt.default) and opt.default.__name__ == "default_pack_name"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    args = ["generate", "--prompt", "airplane", "-n", "1", "--out", str(tmp_path / "out")]
+    o = run_cli(args, capsys)
+    assert o.code == 2 and "the digits pack only knows" in o.err
+    _fake_cifar10_cache(tmp_path / "cache")  # placeholder files: loading them must fail
+    o = run_cli(args, capsys)
+    assert o.code == 2 and "models--google--ddpm-cifar10-32" in o.err, o.err
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- listing
