@@ -169,6 +169,7 @@ def test_missing_hub_model_names_cache_and_fix(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_samples(tiny_pack, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -189,6 +189,7 @@ def test_pack_registry_entry_resolves() -> None:
 # ---------------------------------------------------------------- training script smoke test
 
 
+@pytest.mark.slow
 def test_training_script_runs_at_tiny_size(train_script: ModuleType, tmp_path: Path) -> None:
     torch.set_num_threads(2)
     out = tmp_path / "digits"
@@ -247,6 +248,7 @@ def digits_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return runs
 
 
+@pytest.mark.slow
 def test_shipped_pack_generates_a_run_folder(digits_runs: dict[str, dict]) -> None:
     res = digits_runs["contrastive"]["result"]
     run_dir = digits_runs["contrastive"]["run_dir"]
@@ -256,6 +258,7 @@ def test_shipped_pack_generates_a_run_folder(digits_runs: dict[str, dict]) -> No
     assert meta["status"] == "complete" and meta["config"]["method"] == "contrastive"
 
 
+@pytest.mark.slow
 def test_guidance_moves_the_judged_class_toward_the_target(digits_runs: dict[str, dict]) -> None:
     """Chance is 10% sevens. Measured at these settings: uncond 0/16, contrastive 14/16
     (judge confidence 0.90), spherical 8/16."""

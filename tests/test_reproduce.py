@@ -33,6 +33,7 @@ def quick_run(script: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_the_page_images_and_results(quick_run: Path) -> None:
     page = (quick_run / "RESULTS.md").read_text()
     for heading in ("## The table", "### x_T optimisation from a real image",
@@ -49,6 +50,7 @@ def test_quick_run_writes_the_page_images_and_results(quick_run: Path) -> None:
     assert 0.0 <= init["judged_target_share"] <= 1.0
 
 
+@pytest.mark.slow
 def test_manifest_quality_entry(script: ModuleType, quick_run: Path, tmp_path: Path) -> None:
     (results,) = quick_run.glob("runs/*/results.json")
     r = json.loads(results.read_text())
@@ -74,6 +76,7 @@ def test_manifest_quality_entry(script: ModuleType, quick_run: Path, tmp_path: P
     assert "contrastive: 3 ddim steps, scale" in q["setting"]
 
 
+@pytest.mark.slow
 def test_write_manifest_refuses_non_default_runs(script: ModuleType, quick_run: Path) -> None:
     args = argparse.Namespace(model="digits", quick=True, preset=None, steps=3, n=6,
                               manifest=quick_run / "never.json")
