@@ -28,15 +28,20 @@ GRAD_NORMS = ("rms", "none")
 MAX_SAMPLES = 1_000_000
 MAX_ITERATIONS = 100_000
 MAX_SEED = 2**63 - 1
+MAX_CUTOUTS = 256
+MAX_CUT_POW = 10.0
 
 # The options each method reads; the others are dropped by resolve() with a warning.
 SAMPLER_OPTIONS = ("sampler", "eta")
 GUIDANCE_OPTIONS = ("scale", "grad_norm", "clip_input", "guide_from")
 OPTIMIZE_OPTIONS = ("opt_iters", "lr", "init_image")
+# CLIP's views of a guided sample and the memory of its gradient (cutouts.py, guide.py)
+VIEW_OPTIONS = ("cutouts", "cut_pow", "augment", "grad_checkpointing")
+VIEWS_OFF = {"cutouts": 0, "cut_pow": 1.0, "augment": False, "grad_checkpointing": False}
 USED_BY: dict[str, frozenset[str]] = {
     "uncond": frozenset(SAMPLER_OPTIONS),
-    "spherical": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS),
-    "contrastive": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS),
+    "spherical": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS + VIEW_OPTIONS),
+    "contrastive": frozenset(SAMPLER_OPTIONS + GUIDANCE_OPTIONS + VIEW_OPTIONS),
     "optimize": frozenset(OPTIMIZE_OPTIONS),  # always a deterministic DDIM chain (eta 0)
 }
 # How the options are called where a user types them (CLI flags; the app's labels match).
@@ -44,6 +49,8 @@ OPTION_NAMES = {
     "sampler": "--sampler", "eta": "--eta", "scale": "--scale", "grad_norm": "--grad-norm",
     "clip_input": "--clip-input", "guide_from": "--guide-from", "opt_iters": "--iters",
     "lr": "--lr", "init_image": "--init-image",
+    "cutouts": "--cutouts", "cut_pow": "--cut-pow", "augment": "--augment",
+    "grad_checkpointing": "--grad-checkpointing",
 }
 
 # Settings a preset fixes. "poster" is the seed code's setting (../shared/seed/reference-facts.md):
@@ -54,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "poster": {
         "n": 100, "batch": 100, "steps": 1000, "sampler": "ddpm", "seed": 236,
         "clip_input": "xt", "seed_preprocess": True, "clip_x0": False, "grad_norm": "none",
-        "scale": {"contrastive": 100.0, "spherical": 1000.0},
+        "scale": {"contrastive": 100.0, "spherical": 1000.0}, "cutouts": 0,
     }
 }
 
@@ -86,6 +93,13 @@ class RunConfig:
     clip_x0: bool = True
     train_steps: int = 1000  # the model's: bounds steps and guide_from
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # guided methods, None otherwise: what CLIP sees (the whole image, plus `cutouts` random
+    # crops of side drawn with exponent `cut_pow`, optionally augmented; 0 = one resize) and
+    # whether the UNet recomputes its activations in the backward pass (less memory)
+    cutouts: int | None = None
+    cut_pow: float | None = None
+    augment: bool | None = None
+    grad_checkpointing: bool | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -122,6 +136,8 @@ class RunConfig:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ConfigError(f"the recorded config lacks {', '.join(missing)}", field=missing[0])
+        if kw.get("method") in GUIDED_METHODS:  # recorded before these options existed
+            kw = {**VIEWS_OFF, **kw}
         if "distractors" in kw:
             if not isinstance(kw["distractors"], (list, tuple)):
                 raise ConfigError("the recorded distractors are not a list", field="distractors")
@@ -204,6 +220,11 @@ def resolve(spec: Any, *, method: str = "contrastive", prompt: str | None = None
         kw.update(scale=pick("scale"), grad_norm=pick("grad_norm") or "rms",
                   clip_input=values.get("clip_input", "x0"),
                   guide_from=values.get("guide_from", spec.train_steps))
+        views = {k: VIEWS_OFF[k] if pick(k) is None else pick(k) for k in VIEW_OPTIONS}
+        if views["cutouts"] == 0 and any(k in user for k in ("cut_pow", "augment")):
+            notes.append("--cut-pow and --augment shape cutouts, and there are none "
+                         "(--cutouts 0): ignored")
+        kw.update(views)
     cfg = RunConfig(**kw, warnings=tuple(notes))
     if hasattr(spec, "check_vocabulary"):  # a closed-vocabulary pack reads only its captions
         spec.check_vocabulary(cfg.prompt, cfg.distractors)
@@ -250,6 +271,16 @@ def _check(c: RunConfig) -> None:
         _choice("clip_input", c.clip_input, CLIP_INPUTS)
         _whole("guide_from", c.guide_from, "guide-from", 1, c.train_steps,
                hint=f"a timestep in 1..{c.train_steps}")
+    for name in VIEW_OPTIONS:
+        _present_iff(c, name, guided)
+    if guided:
+        _whole("cutouts", c.cutouts, "the number of cutouts", 0, MAX_CUTOUTS)
+        _number("cut_pow", c.cut_pow, "the cutout size exponent (--cut-pow)", 0.0, MAX_CUT_POW)
+        if c.cut_pow == 0:
+            raise ConfigError("the cutout size exponent (--cut-pow) must be > 0", field="cut_pow")
+        for name in ("augment", "grad_checkpointing"):
+            if not isinstance(getattr(c, name), bool):
+                raise ConfigError(f"{OPTION_NAMES[name]} must be true or false", field=name)
     if c.method == "optimize":
         _whole("opt_iters", c.opt_iters, "the number of iterations", 1, MAX_ITERATIONS)
         _number("lr", c.lr, "the learning rate", 0.0, None)

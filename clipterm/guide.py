@@ -4,20 +4,29 @@
 x_t, it returns the UNet's noise prediction, the gradient of the guidance objective with respect
 to x_t (non-finite gradients dropped, optionally RMS-normalised) and CLIP's caption
 probabilities. :class:`CaptionScorer` gives the per-caption probabilities every method reports.
+
+With ``cutouts`` N > 0, CLIP sees the whole image (antialiased) and N random crops of it
+(:mod:`clipterm.cutouts`); the objective is the mean over these views, and the probabilities
+reported are the whole image's. The crops of sample i at timestep t depend on (seed, i, t), so a
+guide is bound to the sample indices of its batch (:meth:`Guide.bind`).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from clipterm import guidance
 from clipterm.config import RunConfig
+from clipterm.cutouts import make_views, mean_over_views
 from clipterm.errors import ConfigError
 from clipterm.runtime import DEFAULT_CPU_RUNTIME, Runtime, timestep_batch, unet_eps, upcast
 from clipterm.sanitize import quoted
 from clipterm.schedule import predict_x0
+from clipterm.seeds import cutout_seeds
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +108,25 @@ class Guide:
         self.scorer = scorer
         self.runtime = runtime
         self.nonfinite = torch.zeros((), dtype=torch.long, device=pack.device)
+        self.indices: tuple[int, ...] | None = None  # the batch's samples (None: 0..B-1)
+
+    def bind(self, indices: Sequence[int]) -> Guide:
+        """This guide for a batch of the samples ``indices`` (their cutouts depend on them);
+        it shares the run's text embeddings and the count of dropped gradients."""
+        bound = copy.copy(self)
+        bound.indices = tuple(indices)
+        return bound
+
+    def views(self, x_t: torch.Tensor, x0: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """What CLIP sees: the one view of :func:`clip_view`, or with cutouts, the whole image
+        and its crops, view-major (:func:`clipterm.cutouts.make_views`)."""
+        image = clip_view(self.cfg, x_t, x0)
+        if not self.cfg.cutouts:
+            return image
+        indices = self.indices if self.indices is not None else range(image.shape[0])
+        seeds = cutout_seeds(self.cfg.seed, indices, int(t))
+        return make_views(image, self.pack.clip_image_size, self.cfg.cutouts,
+                          float(self.cfg.cut_pow), bool(self.cfg.augment), seeds)
 
     def active_at(self, t: int) -> bool:
         return t < self.cfg.guide_from
@@ -120,20 +148,26 @@ class Guide:
             with torch.no_grad():
                 eps = unet_eps(self.pack.unet, x_in, t, self.runtime)
             x0 = x_in
-        emb = encode_images(self.pack, clip_view(self.cfg, x_in, x0), self.runtime)
-        return self.objective(emb), eps, emb
+        emb = encode_images(self.pack, self.views(x_in, x0, t), self.runtime)
+        obj = self.objective(emb)
+        if self.cfg.cutouts:  # the mean over the views; the whole image's embedding
+            batch = x_in.shape[0]
+            return mean_over_views(obj, batch), eps, emb[:batch]
+        return obj, eps, emb
 
     def gradient(self, x: torch.Tensor, t: int, abar_t: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(raw d objective / d x_t summed over samples, so per sample; eps; CLIP embedding)."""
-        forward = self.runtime.compiled(
+        # cutouts are drawn on the host per step: that forward is not compiled
+        forward = self.forward if self.cfg.cutouts else self.runtime.compiled(
             self.pack.unet, ("guided", self.cfg.method, self.cfg.clip_input,
                              self.cfg.seed_preprocess), self.forward)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             xin = (x_in.contiguous(memory_format=torch.channels_last)
                    if self.runtime.channels_last else x_in)
-            obj, eps, emb = forward(xin, timestep_batch(t, x) if self.runtime.compile else t, abar_t)
+            compiled = self.runtime.compile and not self.cfg.cutouts
+            obj, eps, emb = forward(xin, timestep_batch(t, x) if compiled else t, abar_t)
             (grad,) = torch.autograd.grad(obj.sum(), x_in)
         return grad, eps.detach(), emb.detach()
 

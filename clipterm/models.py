@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipterm.cutouts import resize_for_clip
 from clipterm.errors import DeviceError, UserError
 from clipterm.packs import PACKS_DIR, ClipRef, PackSpec, get_pack_spec, hub
 from clipterm.packs.availability import OPEN_CLIP_WEIGHTS, diffusers_folder_complete
@@ -33,12 +36,19 @@ from clipterm.packs.reading import (
     retimed,
     scheduler_config_path,
 )
-from clipterm.packs.weights import check_finite, count_elements
+from clipterm.packs.weights import (
+    SAFETENSORS,
+    check_finite,
+    count_elements,
+    read_pickled_state_dict,
+    save_safetensors,
+)
 from clipterm.sanitize import printable
 
 log = logging.getLogger(__name__)
 _REGISTER_LOCK = threading.Lock()
-MAX_PARAMETERS = 5_000_000_000  # a config describing more is not a model clipterm runs
+MAX_PARAMETERS = 5_000_000_000
+UNET_SAFETENSORS = "diffusion_pytorch_model.safetensors"  # a config describing more is not a model clipterm runs
 
 
 # ----------------------------------------------------------------------------- devices
@@ -100,14 +110,15 @@ def load_diffusion(source: str, device: torch.device, get_it: str | None = None)
     unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
     unet = _load_unet(unet_dir)
     scheduler = _load_scheduler(folder)
+    _check_variance_output(unet, scheduler, folder)
     unet.eval().requires_grad_(False).to(device)
     return unet, scheduler
 
 
 def _unet_weights(unet_dir: Path) -> Path:
     """The UNet's weights: safetensors where there are any, else the ``.bin`` (read through
-    ``weights_only``); variants (fp16, non_ema) are not picked."""
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+    ``weights_only`` and converted); variants (fp16, non_ema) are not picked."""
+    for name in (UNET_SAFETENSORS, "diffusion_pytorch_model.bin"):
         if (unet_dir / name).is_file():
             return unet_dir / name
     if (unet_dir / "diffusion_pytorch_model.safetensors.index.json").is_file():
@@ -118,7 +129,6 @@ def _unet_weights(unet_dir: Path) -> Path:
 
 
 def _load_unet(unet_dir: Path) -> Any:
-    from diffusers import UNet2DModel
     from pydantic import ValidationError
 
     from clipterm.packs.schema import UNetConfigFile, first_error
@@ -129,31 +139,63 @@ def _load_unet(unet_dir: Path) -> Any:
         UNetConfigFile.model_validate(config)
     except ValidationError as exc:
         raise UserError(f"UNet config {printable(config_path)}: {first_error(exc)}") from None
-    weights = _unet_weights(unet_dir)
-    n_weights = count_elements(weights, "diffusion weights")
     n_params = _unet_parameter_count(config, config_path)
+    source = _unet_weights(unet_dir)
+    with contextlib.ExitStack() as stack:
+        load_dir, weights = unet_dir, source
+        if source.suffix != SAFETENSORS:
+            load_dir, weights = _as_safetensors(unet_dir, source, stack)
+        return _load_unet_safetensors(load_dir, weights, source, n_params, config_path)
+
+
+def _as_safetensors(unet_dir: Path, weights: Path, stack: contextlib.ExitStack
+                    ) -> tuple[Path, Path]:
+    """A ``.bin`` UNet read with ``weights_only`` (nothing in it runs) and written as
+    safetensors: once, next to the original, in the Hugging Face cache (so the next load reads
+    safetensors); in a temporary folder for a folder of the user's (left as it is) or a cache
+    that cannot be written. Returns (the folder to load from, its safetensors file)."""
+    state = read_pickled_state_dict(weights, "diffusion weights")
+    if not state:
+        raise UserError(f"diffusion weights {printable(weights)} holds no weights")
+    if hub.in_cache(weights):
+        try:
+            return unet_dir, save_safetensors(state, unet_dir / UNET_SAFETENSORS, weights)
+        except OSError as exc:  # a read-only cache, a full disk: convert for this load only
+            log.info("could not keep the safetensors copy of %s: %s", weights, exc)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipterm-unet-")))
+    shutil.copyfile(unet_dir / "config.json", tmp / "config.json")
+    return tmp, save_safetensors(state, tmp / UNET_SAFETENSORS, weights)
+
+
+def _load_unet_safetensors(unet_dir: Path, weights: Path, source: Path, n_params: int,
+                           config_path: Path) -> Any:
+    """The UNet of ``unet_dir`` from its safetensors ``weights`` (made from ``source``, the
+    file messages name)."""
+    from diffusers import UNet2DModel
+
+    n_weights = count_elements(weights, "diffusion weights")
     if n_params > n_weights:
         raise UserError(
-            f"the diffusion weights {printable(weights)} hold {n_weights:,} numbers but "
+            f"the diffusion weights {printable(source)} hold {n_weights:,} numbers but "
             f"{printable(config_path)} describes a model of {n_params:,} parameters: they are "
             "of another architecture"
         )
     try:
         with _quiet():
             unet, info = UNet2DModel.from_pretrained(
-                str(unet_dir), use_safetensors=weights.suffix == ".safetensors",
+                str(unet_dir), use_safetensors=True,
                 local_files_only=True, low_cpu_mem_usage=False, output_loading_info=True,
             )
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
-        raise UserError(f"the diffusion weights {printable(weights)} do not fit the "
+        raise UserError(f"the diffusion weights {printable(source)} do not fit the "
                         f"architecture in config.json: {_fit_detail(exc)}") from None
     unfit = list(info.get("missing_keys", [])) + [m[0] if isinstance(m, tuple) else m
                                                  for m in info.get("mismatched_keys", [])]
     if unfit:
-        raise UserError(f"the diffusion weights {printable(weights)} do not fit the architecture "
+        raise UserError(f"the diffusion weights {printable(source)} do not fit the architecture "
                         f"in config.json: {len(unfit)} parameter(s) missing or of another shape "
                         f"(e.g. {printable(sorted(unfit)[0], 80)})")
-    check_finite(unet, "the diffusion weights", weights)
+    check_finite(unet, "the diffusion weights", source)
     return unet
 
 
@@ -173,10 +215,29 @@ def _unet_parameter_count(config: dict[str, Any], config_path: Path) -> int:
     if n > MAX_PARAMETERS:
         raise UserError(f"UNet config {printable(config_path)} describes {n:,} parameters, more "
                         "than clipterm loads")
-    if int(model.config.in_channels) != 3 or int(model.config.out_channels) != 3:
+    if int(model.config.in_channels) != 3 or int(model.config.out_channels) not in (3, 6):
         raise UserError(f"UNet config {printable(config_path)}: clipterm guides RGB models that "
-                        "predict the noise (in_channels and out_channels 3)")
+                        "predict the noise (in_channels 3; out_channels 3, or 6 with a learned "
+                        "variance)")
     return n
+
+
+def _check_variance_output(unet: Any, scheduler: Any, folder: Path) -> None:
+    """A UNet with 6 output channels predicts a learned variance, which its scheduler must
+    read (``variance_type: learned_range``); a learned-range scheduler needs those channels."""
+    from clipterm.schedule import LEARNED_VARIANCES
+
+    learned = scheduler.config.get("variance_type") in LEARNED_VARIANCES
+    out = int(unet.config.out_channels)
+    if learned and out != 2 * int(unet.config.in_channels):
+        raise UserError(f"the scheduler of {printable(folder)} learns the variance "
+                        f"(variance_type {scheduler.config.get('variance_type')}), but its UNet "
+                        f"has {out} output channels, not {2 * int(unet.config.in_channels)}")
+    if not learned and out != int(unet.config.in_channels):
+        raise UserError(f"the UNet of {printable(folder)} has {out} output channels (a learned "
+                        "variance), but its scheduler's variance_type is "
+                        f"{printable(repr(scheduler.config.get('variance_type')), 40)}: "
+                        "expected learned_range")
 
 
 def _load_scheduler(folder: Path) -> Any:
@@ -504,11 +565,8 @@ class LoadedPack:
 
     def clip_preprocess(self, images01: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as CLIP's image tower takes them: resized to its resolution
-        (bicubic) and normalised with its mean and std. Differentiable."""
-        size = self.clip_image_size
-        x = images01
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        (:func:`resize_for_clip`) and normalised with its mean and std. Differentiable."""
+        x = resize_for_clip(images01, self.clip_image_size)
         mean, std = self.clip_mean_std
         return (x - mean.to(x.dtype)) / std.to(x.dtype)
 
@@ -521,9 +579,7 @@ class LoadedPack:
 
     def encode_clip_input(self, x: torch.Tensor, already_normalised: bool) -> torch.Tensor:
         if already_normalised:
-            size = self.clip_image_size
-            if x.shape[-1] != size or x.shape[-2] != size:
-                x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+            x = resize_for_clip(x, self.clip_image_size)
         else:
             x = self.clip_preprocess(x)
         emb = _upcast(self.clip.encode_image(x))

@@ -16,7 +16,7 @@ from clipterm.config import RunConfig
 from clipterm.guide import CaptionScorer, encode_images, to_unit_range
 from clipterm.reporting import Position, Reporter
 from clipterm.runtime import DEFAULT_CPU_RUNTIME, Runtime, unet_eps
-from clipterm.schedule import Schedule, ddim_step
+from clipterm.schedule import Schedule, ddim_step, split_model_output
 
 
 def ddim_chain(pack: Any, x_T: torch.Tensor, schedule: Schedule, use_checkpoint: bool = True,
@@ -47,7 +47,7 @@ def ddim_invert(pack: Any, image: torch.Tensor, schedule: Schedule,
     abar_cur = torch.ones((), device=x.device)
     for k in reversed(range(len(schedule))):
         abar_next = schedule.abar[k]
-        eps = unet_eps(pack.unet, x, schedule.timesteps[k], runtime)
+        eps, _ = split_model_output(unet_eps(pack.unet, x, schedule.timesteps[k], runtime), x)
         x0 = (x - (1 - abar_cur).sqrt() * eps) / abar_cur.sqrt()
         x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
         abar_cur = abar_next

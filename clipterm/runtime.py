@@ -110,6 +110,21 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def set_gradient_checkpointing(unet: torch.nn.Module, enabled: bool) -> None:
+    """Turn diffusers' activation checkpointing in the UNet's blocks on or off: with it, a
+    backward pass through the UNet (guidance through the predicted x0) keeps only each block's
+    input and recomputes the rest, trading about one more forward for much less memory. It
+    applies whenever grad is enabled (diffusers >= 0.32); it changes no number."""
+    if not getattr(unet, "_supports_gradient_checkpointing", False):
+        return  # not a diffusers model (a test's wrapper): nothing to switch
+    if bool(getattr(unet, "is_gradient_checkpointing", False)) == enabled:
+        return
+    if enabled:
+        unet.enable_gradient_checkpointing()
+    else:
+        unet.disable_gradient_checkpointing()
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """A failed allocation on any device (CUDA, CPU, MPS)."""
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),

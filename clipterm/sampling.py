@@ -34,7 +34,7 @@ from clipterm.guide import CaptionScorer, Guide
 from clipterm.images import load_image01
 from clipterm.optimize import ddim_invert, optimize_xT
 from clipterm.reporting import Position, Reporter, to_uint8
-from clipterm.runtime import Runtime, is_out_of_memory, unet_eps
+from clipterm.runtime import Runtime, is_out_of_memory, set_gradient_checkpointing, unet_eps
 from clipterm.schedule import Schedule, make_schedule
 from clipterm.seeds import StepNoise, initial_noise
 
@@ -79,6 +79,7 @@ def sample(pack: Any, cfg: RunConfig, on_event: Callable[[StepEvent], None] | No
         raise TypeError("sample() takes a RunConfig made by clipterm.config.resolve()")
     runtime = runtime or Runtime.for_device(pack.device, cfg.method)
     runtime.prepare(pack.unet, pack.device)
+    set_gradient_checkpointing(pack.unet, bool(cfg.guided and cfg.grad_checkpointing))
     reporter = reporter or Reporter(on_event)
     pending = batches(range(cfg.n) if indices is None else indices, cfg.batch)
     n_total = sum(map(len, pending))
@@ -168,6 +169,7 @@ def _make_batch(pack: Any, cfg: RunConfig, chunk: list[int], where: Position,
         return unet_eps(pack.unet, x, t, runtime)
 
     noise = StepNoise(cfg.seed, chunk, shape, pack.device)
+    guide = guide.bind(chunk) if guide is not None else None  # cutouts depend on (seed, i, t)
     return reverse_chain(x_T, schedule, eps_of, guide, cfg.scale or 0.0, noise, report, cancelled)
 
 

@@ -6,6 +6,12 @@ noise)`` takes the model's own DDPM or DDIM step k (formula for formula diffuser
 scale)`` says how far CLIP guidance moves x_{t-1}. The sampler adds the shift *after* the step, so
 the model's clipping of the predicted x0 never cuts the guidance (guided-diffusion's
 ``condition_mean`` does the same).
+
+The model's output may carry more than the noise: a learned-range model (guided-diffusion's
+``learn_sigma``, converted to diffusers with ``out_channels`` 6 and ``variance_type``
+``learned_range``) predicts the noise in its first half and, in its second, where the step's
+log-variance lies between the posterior's and beta_t's. Every function here that takes ``eps``
+takes that whole output, as diffusers' ``step`` does (:func:`split_model_output`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import torch
 
 from clipterm.errors import UserError
 
-SUPPORTED_VARIANCES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
+SUPPORTED_VARIANCES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log",
+                       "learned_range")
+LEARNED_VARIANCES = ("learned_range",)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class Schedule:
 
     def step(self, k: int, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's own step k from x_t with noise prediction ``eps``: (x_{t-1}, x0_hat)."""
+        """The model's own step k from x_t with the model's output ``eps`` (the noise
+        prediction, and a learned-range model's variance values): (x_{t-1}, x0_hat)."""
         if self.kind == "ddpm":
             return ddpm_step(x, eps, self.abar[k], self.abar_prev[k], self.timesteps[k], noise,
                              self.variance_type, self.clip_sample)
@@ -93,8 +102,19 @@ def make_schedule(scheduler: Any, kind: str, steps: int, device: torch.device, e
 
 
 # ----------------------------------------------------------------------------- the steps
+def split_model_output(out: torch.Tensor, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(noise prediction, variance values or None) of a model output for x: a learned-range
+    model's output has twice x's channels, as diffusers' DDPMScheduler.step splits it."""
+    channels = x.shape[1]
+    if out.shape[1] == 2 * channels:
+        return out[:, :channels], out[:, channels:]
+    return out, None
+
+
 def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    eps, _ = split_model_output(eps, x)
     return (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
 
@@ -102,6 +122,8 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_pre
               t: int, noise: torch.Tensor | None, variance_type: str, clip_sample: float | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step, numbered as diffusers' DDPMScheduler.step. Returns (x_prev, x0_hat)."""
+    # 0. a learned-range model's output: the noise, then where the log-variance lies
+    eps, v = split_model_output(eps, x)
     # 1. alphas and betas of the (possibly respaced) step
     alpha_t = abar_t / abar_prev
     beta_t = 1 - alpha_t
@@ -115,10 +137,16 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_pre
     mean = coef_x0 * x0 + coef_xt * x
     # 6. noise, except at the last step
     if t > 0 and noise is not None:
-        if variance_type.startswith("fixed_large"):
-            var = beta_t
-        else:
-            var = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        posterior_var = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        if variance_type == "learned_range":
+            if v is None:
+                raise ValueError("a learned-range step needs the model's variance output")
+            # log sigma^2 = frac log beta_t + (1 - frac) log posterior variance, frac = (v + 1) / 2
+            # (Improved DDPM, eq. 15; guided-diffusion's learn_sigma, diffusers' learned_range)
+            frac = (v + 1) / 2
+            log_var = frac * beta_t.log() + (1 - frac) * posterior_var.log()
+            return mean + torch.exp(0.5 * log_var) * noise, x0
+        var = beta_t if variance_type.startswith("fixed_large") else posterior_var
         mean = mean + var.sqrt() * noise
     return mean, x0
 
@@ -127,7 +155,8 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_pre
               eta: float, noise: torch.Tensor | None, clip_sample: float | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step (eq. 12 of the DDIM paper, as diffusers' DDIMScheduler.step).
-    Returns (x_prev, x0_hat)."""
+    Returns (x_prev, x0_hat). A learned variance is not used: DDIM sets its own (eta)."""
+    eps, _ = split_model_output(eps, x)
     x0 = predict_x0(x, eps, abar_t)
     if clip_sample is not None:
         x0 = x0.clamp(-clip_sample, clip_sample)

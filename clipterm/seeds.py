@@ -14,11 +14,13 @@ import torch
 # Streams of the per-sample seed sequence.
 STREAM_XT = 0
 STREAM_STEP_NOISE = 1
+STREAM_CUTOUTS = 2
 
 
-def sample_seed(seed: int, index: int, stream: int = STREAM_XT) -> int:
-    """A 63-bit seed that depends only on (seed, sample index, stream)."""
-    state = np.random.SeedSequence([int(seed), int(index), int(stream)]).generate_state(2)
+def sample_seed(seed: int, index: int, stream: int = STREAM_XT, *more: int) -> int:
+    """A 63-bit seed that depends only on (seed, sample index, stream, *more)."""
+    entropy = [int(seed), int(index), int(stream), *(int(m) for m in more)]
+    state = np.random.SeedSequence(entropy).generate_state(2)
     return int((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -49,3 +51,8 @@ class StepNoise:
         return torch.cat(
             [torch.randn(self.shape, generator=g, device=self.device) for g in self.generators]
         )
+
+
+def cutout_seeds(seed: int, indices: Sequence[int], t: int) -> list[int]:
+    """The seeds of the cutouts of samples ``indices`` at timestep ``t``: (seed, i, t) only."""
+    return [sample_seed(seed, i, STREAM_CUTOUTS, t) for i in indices]

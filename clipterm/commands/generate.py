@@ -41,6 +41,10 @@ def generate(
     iters: int = typer.Option(None, "--iters", help="optimize: Adam iterations."),
     lr: float = typer.Option(None, "--lr", help="optimize: learning rate."),
     init_image: str = typer.Option(None, "--init-image", help="optimize: start from this image (DDIM-inverted)."),
+    cutouts: int = typer.Option(None, "--cutouts", help="Guided: CLIP also sees N random crops of each sample (0 = one resize; default: the pack's)."),
+    cut_pow: float = typer.Option(None, "--cut-pow", help="Guided: cutout size exponent (larger = smaller crops; default 1)."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Guided: flip and slightly turn and shift each cutout."),
+    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing", help="Guided: recompute the UNet's activations in the backward pass (less memory; default: the pack's)."),
     preset: str = typer.Option(None, "--preset", help="poster: the seed code's exact settings."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Folder for run folders."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
@@ -58,7 +62,9 @@ def generate(
     cfg = resolve(spec, prompt=prompt, distractors=distractor, method=method, preset=preset,
                   **given(n=n, batch=batch, steps=steps, sampler=sampler, eta=eta, scale=scale,
                           seed=seed, clip_input=clip_input, guide_from=guide_from,
-                          grad_norm=grad_norm, opt_iters=iters, lr=lr, init_image=init_image))
+                          grad_norm=grad_norm, opt_iters=iters, lr=lr, init_image=init_image,
+                          cutouts=cutouts, cut_pow=cut_pow, augment=augment,
+                          grad_checkpointing=grad_checkpointing))
     out_root = check_out_dir(out)
     ddp = DistContext.from_env(device)  # under torchrun / accelerate launch: share the batches
     t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 
 A pack JSON names a diffusion model (a folder inside the pack's folder, or a Hugging Face repo
 id), a CLIP, an optional judge, its captions and its default settings. The built-in packs live
-beside this file (``cifar10.json``, ``digits.json``); a user can point ``--model`` at their own
-pack JSON (or a folder holding ``pack.json``), or at a diffusers model folder / repo id directly.
+beside this file (``digits.json``, ``cifar10.json``, the 256x256 ``church.json``, ...); a user
+can point ``--model`` at their own pack JSON (or a folder holding ``pack.json``), or at a
+diffusers model folder / repo id directly (a built-in pack's repo id names that pack).
 
 The schema (:mod:`clipterm.packs.schema`; unknown keys are refused)::
 
@@ -24,7 +25,9 @@ The schema (:mod:`clipterm.packs.schema`; unknown keys are refused)::
       "train_steps": 1000,                    # default: the scheduler config's
       "download_mb": 750,                     # approximate download size, where known
       "defaults": {"sampler": "ddim", "steps": 50, "batch": 100, "scale": 0.0, "opt_iters": 10,
-                   "lr": 0.05, "grad_norm": "rms", "methods": {"contrastive": {"scale": 0.1}}}
+                   "lr": 0.05, "grad_norm": "rms", "methods": {"contrastive": {"scale": 0.1}},
+                   "cutouts": 16, "cut_pow": 1.0, "augment": false,   # CLIP's views (guided)
+                   "grad_checkpointing": true}                        # the UNet's, when guided
     }
 """
 
@@ -85,8 +88,11 @@ def _spec_from_path(name_or_path: str) -> PackSpec:
                 "(expected pack.json, unet/ or config.json inside)"
             )
         return adhoc_spec(str(path.resolve()), source=str(path))
-    if is_repo_id(name_or_path) and not path.exists():
-        return adhoc_spec(name_or_path, source=name_or_path)  # a Hugging Face repo id
+    if is_repo_id(name_or_path) and not path.exists():  # a Hugging Face repo id
+        for spec in list_pack_specs():  # a built-in pack's model: that pack's captions, defaults
+            if spec.diffusion == name_or_path:
+                return spec
+        return adhoc_spec(name_or_path, source=name_or_path)
     raise UserError(
         f"unknown model '{printable(name_or_path, 200)}': choose a pack "
         f"({', '.join(builtin_pack_names())}), a pack JSON, a diffusers model folder, "
@@ -157,6 +163,7 @@ def vocabulary_suggestion(spec: PackSpec, caption: str) -> str:
 
     key = caption.strip().casefold()
     candidates = [s for s in list_pack_specs() if s.vocabulary == "open" and s.name != spec.name]
+    candidates.sort(key=lambda s: s.name != PREFERRED_PACK)  # the general one first
     if not candidates:
         return "choose a pack with an open vocabulary"
     fits = [s for s in candidates if key in (c.casefold() for c in s.captions)]

@@ -112,6 +112,17 @@ def cached_file(repo_id: str, filename: str, revision: str = "main") -> Path | N
         return None
 
 
+def in_cache(path: Path) -> bool:
+    """Whether ``path`` (a file of a snapshot) lies in the hub cache, links not followed for
+    the file itself (a snapshot's files link to its blobs)."""
+    try:
+        root = Path(os.path.realpath(cache_root()))
+        folder = Path(os.path.realpath(Path(path).parent))
+        return folder.is_relative_to(root) and "snapshots" in folder.relative_to(root).parts
+    except (OSError, ValueError):
+        return False
+
+
 # ----------------------------------------------------------------------------- downloads
 def select_files(files: list[str]) -> list[str]:
     """What loading needs from a repo's file list: every JSON config, and in each folder its

@@ -41,7 +41,8 @@ FALLBACK_TRAIN_STEPS = 1000
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 # What the JSON may leave out: the settings every pack had before defaults were typed.
 BASE_DEFAULTS = {"sampler": "ddpm", "batch": 100, "scale": 0.0, "opt_iters": 20, "lr": 0.05,
-                 "grad_norm": "rms"}
+                 "grad_norm": "rms", "cutouts": 0, "cut_pow": 1.0, "augment": False,
+                 "grad_checkpointing": False}
 
 
 def is_repo_id(text: str) -> bool:

@@ -31,6 +31,8 @@ MAX_ITERS = 10_000
 MAX_LR = 10.0
 MAX_CAPTIONS = 1000
 MAX_CAPTION_CHARS = 200
+MAX_CUTOUTS = 256
+MAX_CUT_POW = 10.0
 
 STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -71,6 +73,11 @@ class MethodDefaultsFile(BaseModel):
     opt_iters: Annotated[int, Field(ge=1, le=MAX_ITERS)] | None = None
     lr: Annotated[float, Field(gt=0, le=MAX_LR)] | None = None
     grad_norm: Literal["rms", "none"] | None = None
+    # what CLIP sees of a guided sample, and the memory of its gradient (clipterm.cutouts)
+    cutouts: Annotated[int, Field(ge=0, le=MAX_CUTOUTS)] | None = None
+    cut_pow: Annotated[float, Field(gt=0, le=MAX_CUT_POW)] | None = None
+    augment: bool | None = None
+    grad_checkpointing: bool | None = None
 
 
 class DefaultsFile(MethodDefaultsFile):

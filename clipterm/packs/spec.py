@@ -63,6 +63,10 @@ class MethodDefaults:
     opt_iters: int
     lr: float
     grad_norm: Literal["rms", "none"]
+    cutouts: int = 0  # CLIP's views of a guided sample: the whole image + this many crops
+    cut_pow: float = 1.0
+    augment: bool = False
+    grad_checkpointing: bool = False  # the UNet's, for guidance through the predicted x0
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,19 @@
 A weight file is read as safetensors, or as a PyTorch file through ``torch.load(...,
 weights_only=True)``, whose unpickler builds tensors and containers only: a pickle that would
 run code (``__reduce__`` calling ``os.system``, ``open``, ...) is refused before anything in
-it runs. Every problem ends in one :class:`~clipterm.errors.UserError` line that says what the
-file is and what is wrong with it.
+it runs. A checked pickle is converted to safetensors (:func:`save_safetensors`), so libraries
+load only safetensors. Every problem ends in one :class:`~clipterm.errors.UserError` line that
+says what the file is and what is wrong with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import pickle
 import re
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -112,3 +116,34 @@ def check_finite(module: Any, what: str, source: Path | str) -> None:
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             raise UserError(f"{what} {printable(source)} holds NaN or infinite values "
                             f"(in {printable(name, 80)}): the file is damaged")
+
+
+def save_safetensors(state: dict[str, Any], target: Path, source: Path | str = "") -> Path:
+    """Write a checked state dict (names -> tensors) as the safetensors file ``target``, which
+    must not exist yet: through a temporary file beside it (created with the umask's mode) and
+    a link, so nothing existing is replaced and no half-written file is ever at ``target``. If
+    another process wrote ``target`` meanwhile, its file stays. Raises OSError where the folder
+    is not writable or the disk is full."""
+    from safetensors.torch import save_file
+
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} exists")
+    # contiguous copies that share no memory, as safetensors requires
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    part = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    try:
+        with open(part, "xb"):  # O_EXCL, mode 0o666 less the umask
+            pass
+        save_file(tensors, str(part), metadata={"format": "pt", "converted_from": Path(source).name})
+        try:
+            os.link(part, target)
+        except FileExistsError:
+            pass  # another process converted it first: its file is the same weights
+        except OSError:  # a file system without hard links
+            if not target.exists():
+                os.replace(part, target)
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink()
+    return target
