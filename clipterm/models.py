@@ -225,9 +225,14 @@ def _unet_parameter_count(config: dict[str, Any], config_path: Path) -> int:
 def _check_variance_output(unet: Any, scheduler: Any, folder: Path) -> None:
     """A UNet with 6 output channels predicts a learned variance, which its scheduler must
     read (``variance_type: learned_range``); a learned-range scheduler needs those channels."""
-    from clipterm.schedule import LEARNED_VARIANCES
+    from clipterm.schedule import LEARNED_VARIANCES, SUPPORTED_VARIANCES
 
-    learned = scheduler.config.get("variance_type") in LEARNED_VARIANCES
+    variance = scheduler.config.get("variance_type", "fixed_small")
+    if variance not in SUPPORTED_VARIANCES:
+        raise UserError(f"the scheduler of {printable(folder)} has variance_type "
+                        f"{printable(repr(variance), 40)}: clipterm samples with "
+                        f"{', '.join(SUPPORTED_VARIANCES)}")
+    learned = variance in LEARNED_VARIANCES
     out = int(unet.config.out_channels)
     if learned and out != 2 * int(unet.config.in_channels):
         raise UserError(f"the scheduler of {printable(folder)} learns the variance "

@@ -49,7 +49,8 @@ def fake_cached_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path
 # ----------------------------------------------------------------------------- built-in packs
 def test_builtin_packs_are_valid_and_typed():
     specs = {s.name: s for s in list_pack_specs()}
-    assert set(specs) == {"cifar10", "digits"} == set(builtin_pack_names())
+    assert set(specs) == {"bedroom", "cat", "celebahq", "church", "cifar10", "digits"} == set(
+        builtin_pack_names())
     digits, cifar = specs["digits"], specs["cifar10"]
     assert digits.vocabulary == "closed" and cifar.vocabulary == "open"
     assert digits.train_steps == cifar.train_steps == 1000
@@ -242,7 +243,9 @@ def test_list_packs_never_raises_on_broken_user_packs(tmp_path):
     wrong.write_text(json.dumps({"diffusion": "x/y", "captions": 5}))
     entries = list_packs([str(bad_json), str(wrong), str(tmp_path / "gone.json"), "digits"])
     by_name = {e.name: e for e in entries}
-    assert [e.name for e in entries[:2]] == ["cifar10", "digits"]  # built-ins first, once
+    builtin = builtin_pack_names()
+    assert [e.name for e in entries[:len(builtin)]] == builtin  # built-ins first, once
+    assert [e.name for e in entries].count("digits") == 1
     assert by_name["digits"].ok and by_name["digits"].available
     assert "not UTF-8" in by_name[str(bad_json)].error
     assert "captions: must be a list" in by_name[str(wrong)].error

@@ -135,7 +135,9 @@ def save_safetensors(state: dict[str, Any], target: Path, source: Path | str = "
     try:
         with open(part, "xb"):  # O_EXCL, mode 0o666 less the umask
             pass
+        mode = part.stat().st_mode & 0o777
         save_file(tensors, str(part), metadata={"format": "pt", "converted_from": Path(source).name})
+        os.chmod(part, mode)  # safetensors writes a file of its own, with its own mode
         try:
             os.link(part, target)
         except FileExistsError:
