@@ -222,8 +222,8 @@ def resolve(spec: Any, *, method: str = "contrastive", prompt: str | None = None
                   guide_from=values.get("guide_from", spec.train_steps))
         views = {k: VIEWS_OFF[k] if pick(k) is None else pick(k) for k in VIEW_OPTIONS}
         if views["cutouts"] == 0 and any(k in user for k in ("cut_pow", "augment")):
-            notes.append("--cut-pow and --augment shape cutouts, and there are none "
-                         "(--cutouts 0): ignored")
+            notes.append("--cut-pow and --augment shape cutouts, and --cutouts is 0: "
+                         "they have no effect")
         kw.update(views)
     cfg = RunConfig(**kw, warnings=tuple(notes))
     if hasattr(spec, "check_vocabulary"):  # a closed-vocabulary pack reads only its captions

@@ -12,9 +12,11 @@
 #   pip download --no-deps --only-binary=:all: -d wheels -r wheels.txt
 #
 # Writes OUT_DIR/{env.json, bench_default.json, bench_xt.json, bench_fp32.json,
-# bench_channels_last.json, optimize_memory.json, agreement.json, bench_compile.json} and a
-# .txt table beside each, plus OUT_DIR/log.txt. Each step has its own time limit and a failed
-# step does not stop the others; the whole run stays under ~9 minutes on an H100.
+# bench_channels_last.json, optimize_memory.json, agreement.json, bench_compile.json,
+# bench_256.json} and a .txt table beside each (bench_256.md for the 256x256 step), plus
+# OUT_DIR/log.txt. Each step has its own time limit and a failed
+# step does not stop the others; the whole run stayed under ~9 minutes on an H100 before the
+# 256x256 step was added (its limit is 4 minutes; not yet run on a GPU).
 #
 # CLIPTERM_BENCH_DRY_RUN=1 runs the same steps on the CPU with tiny settings (to test this
 # script); CLIPTERM_BENCH_MODEL=PACK times a pack instead of the random-weight cifar10
@@ -85,10 +87,12 @@ if [ "${CLIPTERM_BENCH_DRY_RUN:-0}" = "1" ]; then
   DEVICE=cpu; BATCH=1; TIMED=1; WARM=1; MEM_STEPS=2,4; MEM_BATCH=2
   AGREE_STEPS=2; AGREE_N=2; LIMIT=300; LIMIT_COMPILE=300
   SKIP_COMPILE=${CLIPTERM_BENCH_SKIP_COMPILE:-1}
+  BENCH_256=(--tiny --in-process --batch 1 --warmup 1 --timed 1 --cutouts 0,1); LIMIT_256=300
 else
   DEVICE=cuda; BATCH=100; TIMED=30; WARM=3; MEM_STEPS=100,1000; MEM_BATCH=8
   AGREE_STEPS=250; AGREE_N=16; LIMIT=150; LIMIT_COMPILE=240
   SKIP_COMPILE=${CLIPTERM_BENCH_SKIP_COMPILE:-0}
+  BENCH_256=(--batch 8 --warmup 2 --timed 5 --cutouts 0,1,8,32); LIMIT_256=240
 fi
 if [ -n "${CLIPTERM_BENCH_MODEL:-}" ]; then
   MODEL=(--model "$CLIPTERM_BENCH_MODEL")
@@ -141,6 +145,18 @@ step agreement "$LIMIT" "${MODEL[@]}" --device "$DEVICE" --methods "" --agreemen
 #    1000-step run can be read off (warmup_s vs the per-step saving x 1000).
 if [ "$SKIP_COMPILE" != "1" ]; then
   step bench_compile "$LIMIT_COMPILE" "${COMMON[@]}" --methods uncond,contrastive --compile --no-baselines --no-flops
+fi
+
+# 7. The 256x256 DDPMs (church/bedroom/cat/celebahq architecture, random weights): seconds and
+#    peak memory per guided step, UNet checkpointing off and on, 0/1/8/32 cutouts.
+say "step bench_256: scripts/bench_256.py --device $DEVICE ${BENCH_256[*]}"
+t0=$SECONDS
+if timeout --kill-after=10 "$LIMIT_256" "$PY" "$REPO/scripts/bench_256.py" --device "$DEVICE" \
+     "${BENCH_256[@]}" --out "$OUT/bench_256.json" >"$OUT/bench_256.txt" 2>>"$LOG"; then
+  say "step bench_256 done in $((SECONDS - t0)) s"
+else
+  say "step bench_256 FAILED or timed out after $((SECONDS - t0)) s (see $LOG)"
+  FAILED+=("bench_256")
 fi
 
 say "results in $OUT: $(cd "$OUT" && ls *.json | tr '\n' ' ')"

@@ -322,3 +322,27 @@ def test_the_inline_grid_area_averages_large_samples():
 def test_every_builtin_pack_reads():
     names = {s.name for s in list_pack_specs()}
     assert set(BIG_PACKS) <= names
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def test_the_256_benchmark_script_writes_every_configuration(tmp_path):
+    """scripts/bench_256.py on a tiny architecture: one row per (checkpointing, cutouts), with
+    seconds and memory; nothing here is timed."""
+    import importlib.util
+
+    from clipterm.packs import PACKS_DIR
+
+    path = PACKS_DIR.parents[1] / "scripts" / "bench_256.py"
+    spec = importlib.util.spec_from_file_location("bench_256", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "b.json"
+    assert script.main(["--tiny", "--in-process", "--cutouts", "0,2", "--warmup", "0",
+                        "--timed", "1", "--no-flops", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["checkpointing"], r["cutouts"], r["views"]) for r in rows] == [
+        (False, 0, 1), (False, 2, 3), (True, 0, 1), (True, 2, 3)]
+    assert all(r["finite"] and r["s_per_step"] > 0 and r["peak_bytes"] > 0 for r in rows)
+    table = out.with_suffix(".md").read_text()
+    assert table.count("\n") == 2 + len(rows) and "| on | 2 | 3 |" in table
