@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import io
 import json
 import math
@@ -38,6 +39,9 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from clipterm.animation import SUFFIX as ANIMATION_SUFFIX
+from clipterm.animation import FrameRecorder, fit_frame
+from clipterm.animation import encode as encode_animation
 from clipterm.config import RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult
@@ -86,6 +90,11 @@ def check_out_dir(out_root: str | Path) -> Path:
 
 
 def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("clipterm", "torch", "diffusers", "open_clip_torch", "numpy", "pillow"):
         try:
@@ -196,9 +205,23 @@ def save_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None,
 
 
 def read_png_params(path: Path) -> dict[str, Any]:
-    """The parameters clipterm stored in a sample PNG."""
+    """The settings clipterm stored in a sample PNG (its ``clipterm`` JSON chunk), or a one-line
+    UserError."""
+    from clipterm.images import check_image
+
+    check_image(path, "image")
     with Image.open(path) as im:
-        return json.loads(im.text[PNG_KEY])
+        text = getattr(im, "text", {}).get(PNG_KEY)
+    if text is None:
+        raise UserError(f"{printable(path)} holds no clipterm settings (written with "
+                        "--no-metadata, or not by clipterm)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"the clipterm settings in {printable(path)} are not valid JSON") from None
+    if not isinstance(data, dict):
+        raise UserError(f"the clipterm settings in {printable(path)} are not a JSON object")
+    return data
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -239,10 +262,14 @@ class RunWriter:
     """
 
     def __init__(self, run_dir: Path, cfg: RunConfig, pack_name: str, *,
-                 header: dict[str, Any] | None = None, record: bool = True):
+                 header: dict[str, Any] | None = None, record: bool = True,
+                 metadata: bool = True, clip: str = "", pack_source: str = ""):
         self.dir = Path(run_dir)
         self.cfg = cfg
         self.pack_name = pack_name
+        self.pack_source = pack_source or pack_name
+        self.metadata = metadata
+        self.clip = clip
         self.header = dict(header or {})
         self.record = record
         self.created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -255,10 +282,28 @@ class RunWriter:
 
     @classmethod
     def create(cls, out_root: str | Path, cfg: RunConfig, pack_name: str,
-               header: dict[str, Any] | None = None) -> RunWriter:
-        """A writer for a new run folder under ``out_root``."""
+               header: dict[str, Any] | None = None, **options: Any) -> RunWriter:
+        """A writer for a new run folder under ``out_root`` (``options``: metadata, clip,
+        pack_source)."""
         run_dir = new_run_dir(Path(out_root), f"{cfg.method}-{slug(cfg.prompt)}")
-        return cls(run_dir, cfg, pack_name, header=header)
+        return cls(run_dir, cfg, pack_name, header=header, **options)
+
+    def png_text(self, index: int, size: tuple[int, int], probs: dict[str, float]
+                 ) -> dict[str, str]:
+        """A sample's PNG text chunks: clipterm's settings as JSON, the web UIs' ``parameters``
+        and ``Software`` (none with ``metadata=False``)."""
+        if not self.metadata:
+            return {}
+        from clipterm.parameters import PARAMETERS_KEY, SOFTWARE_KEY, format_parameters
+
+        settings = {"pack": self.pack_name, "pack_source": self.pack_source,
+                    **self.cfg.to_dict(), "index": int(index), "probs": probs}
+        return {
+            PNG_KEY: json_text(settings),
+            PARAMETERS_KEY: format_parameters(self.cfg, index=index, size=size,
+                                              model=self.pack_name, clip=self.clip),
+            SOFTWARE_KEY: f"clipterm {package_versions()['clipterm']}",
+        }
 
     @property
     def samples(self) -> list[dict[str, Any]]:
@@ -275,12 +320,11 @@ class RunWriter:
     def add_batch(self, indices: Sequence[int], images: np.ndarray, probs: np.ndarray) -> None:
         """Write a finished batch's PNGs, then run.json listing them."""
         captions = self.cfg.captions
-        params = {"pack": self.pack_name, **self.cfg.to_dict()}
         for i, img, p in zip(indices, images, probs, strict=True):
             prob_map = {c: round(float(v), 6) for c, v in zip(captions, p, strict=True)}
-            text = json_text({**params, "index": int(i), "probs": prob_map})
             name = sample_name(i)
-            save_png(self.dir / name, img, {PNG_KEY: text}, replace=False)
+            text = self.png_text(int(i), (img.shape[1], img.shape[0]), prob_map)
+            save_png(self.dir / name, img, text, replace=False)
             with self._lock:
                 self._samples[int(i)] = {"index": int(i), "file": name, "probs": prob_map}
         if self.record:
@@ -315,6 +359,7 @@ class RunWriter:
             "status": self.status,
             "created": result.started if result is not None and result.started else self.created,
             "pack": self.pack_name,
+            "pack_source": self.pack_source,
             "config": self.cfg.to_dict(),
             "captions": list(self.cfg.captions),
             "versions": package_versions(),
@@ -360,6 +405,34 @@ def write_run(result: RunResult, out_root: str | Path, pack_name: str,
     writer = RunWriter.create(out_root, result.config, pack_name, header)
     writer.add_batch(result.indices.tolist(), result.images, result.probs)
     return writer.finish(result)
+
+
+def write_animations(run_dir: Path, recorder: FrameRecorder, indices: Sequence[int], fmt: str,
+                     per_sample: bool = False, finals: np.ndarray | None = None,
+                     max_grid_side: int = 1024) -> list[str]:
+    """Write the grid animation (and one per sample) into ``run_dir``; returns the file names.
+
+    ``finals`` (the samples' final images, in ``indices`` order) end each animation exactly as
+    the saved samples look."""
+    if finals is not None:
+        recorder.end_with(indices, finals)
+    seqs = [recorder.frames_of(i) for i in indices]
+    seqs = [s for s in seqs if s]
+    if not seqs:
+        return []
+    n_frames = min(len(s) for s in seqs)
+    grid = [fit_frame(make_grid(np.stack([s[j] for s in seqs])), max_grid_side)
+            for j in range(n_frames)]
+    names = ["animation" + ANIMATION_SUFFIX[fmt]]
+    atomic_write_bytes(run_dir / names[0], encode_animation(grid, fmt), replace=False)
+    if per_sample:
+        for i in indices:
+            frames = recorder.frames_of(i)
+            if frames:
+                name = sample_name(i).removesuffix(".png") + "-animation" + ANIMATION_SUFFIX[fmt]
+                atomic_write_bytes(run_dir / name, encode_animation(frames, fmt), replace=False)
+                names.append(name)
+    return names
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
