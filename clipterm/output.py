@@ -45,7 +45,7 @@ from clipterm.animation import encode as encode_animation
 from clipterm.config import RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult
-from clipterm.sanitize import printable
+from clipterm.sanitize import printable, quoted
 
 PNG_KEY = "clipterm"
 RUN_STATES = ("running", "complete", "incomplete", "aborted", "failed")
@@ -282,10 +282,12 @@ class RunWriter:
 
     @classmethod
     def create(cls, out_root: str | Path, cfg: RunConfig, pack_name: str,
-               header: dict[str, Any] | None = None, **options: Any) -> RunWriter:
-        """A writer for a new run folder under ``out_root`` (``options``: metadata, clip,
-        pack_source)."""
-        run_dir = new_run_dir(Path(out_root), f"{cfg.method}-{slug(cfg.prompt)}")
+               header: dict[str, Any] | None = None, *, label: str | None = None,
+               **options: Any) -> RunWriter:
+        """A writer for a new run folder under ``out_root``, named ``STAMP-METHOD-PROMPT`` and
+        ``label`` if given (``options``: metadata, clip, pack_source)."""
+        name = f"{cfg.method}-{slug(cfg.prompt)}" + (f"-{label}" if label else "")
+        run_dir = new_run_dir(Path(out_root), name)
         return cls(run_dir, cfg, pack_name, header=header, **options)
 
     def png_text(self, index: int, size: tuple[int, int], probs: dict[str, float]
@@ -435,26 +437,129 @@ def write_animations(run_dir: Path, recorder: FrameRecorder, indices: Sequence[i
     return names
 
 
+MAX_RECORD_BYTES = 64 * 2**20  # a run.json larger than this is not one clipterm wrote
+
+
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
+    """A run folder's run.json as a dict, or a one-line UserError (nothing in it is trusted:
+    it must be a UTF-8 JSON object that says it is a clipterm run record). Values that are not
+    finite numbers (bare NaN from old versions, 1e999) read as None."""
+    folder = Path(run_dir).expanduser()
+    shown = printable(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{shown} {what} (a clipterm run folder holds run.json and sample PNGs)")
+    path = folder / "run.json"
+    if not path.exists():
+        raise UserError(f"{shown} is not a clipterm run folder (no run.json)")
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a clipterm run folder (no run.json)")
+        raise UserError(f"{printable(path)} is not a file")
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"{printable(path)} is a link leading outside the run folder: refused")
     try:
-        return json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise UserError(f"{printable(path)} is {size // 2**20} MiB: too large for a run record")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{printable(path)} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {printable(path)}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text, parse_constant=lambda _name: None)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc.msg}") from None
+        raise UserError(f"{printable(path)} is not valid JSON: {exc.msg} (line {exc.lineno})"
+                        ) from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting 10^5 deep
+        raise UserError(f"{printable(path)} is not valid JSON: "
+                        f"{printable(str(exc).split(';')[0], 80)}") from None
+    if not isinstance(data, dict) or data.get("clipterm") != "run":
+        raise UserError(f"{printable(path)} is not a clipterm run record "
+                        "(a JSON object with \"clipterm\": \"run\")")
+    return strict_json(data)
+
+
+def run_sample_files(run_dir: str | Path, info: dict[str, Any]) -> tuple[list[Path], list[str]]:
+    """The sample files run.json lists that are on disk, and the names of those that are not.
+
+    Reads are confined to the run folder: a listed name must be a plain file name inside it
+    (no ``..``, no absolute path, no symlink leading out); anything else is a one-line
+    UserError, as is a ``samples`` entry of the wrong shape or a file listed twice.
+    """
+    folder = Path(run_dir).expanduser()
+    root = folder.resolve()
+    samples = info.get("samples", [])
+    if samples is None:
+        samples = []
+    if not isinstance(samples, list):
+        raise UserError("run.json: samples must be a list")
+    found: list[Path] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+    for k, entry in enumerate(samples):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            raise UserError(f"run.json: samples[{k}] does not name its file (samples[].file)")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise UserError(f"run.json lists a sample outside the run folder: "
+                            f"{quoted(name, 80)}: refused")
+        path = folder / rel
+        try:
+            real = path.resolve(strict=True)
+        except FileNotFoundError:
+            missing.append(name)
+            continue
+        except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
+            raise UserError(f"run.json lists {quoted(name, 80)}, which cannot be opened: "
+                            f"{printable(getattr(exc, 'strerror', None) or exc, 80)}") from None
+        if not real.is_relative_to(root):
+            raise UserError(f"run.json lists {quoted(name, 80)}, which leads outside the run "
+                            "folder: refused")
+        if not real.is_file():
+            raise UserError(f"run.json lists {quoted(name, 80)}, which is not a file")
+        if real in seen:
+            raise UserError(f"run.json lists the sample {quoted(name, 80)} twice")
+        seen.add(real)
+        found.append(real)
+    return found, missing
+
+
+def read_sample_images(files: Sequence[Path]) -> np.ndarray:
+    """Sample PNGs as uint8 [N, H, W, 3]; each checked first (size, format, truncation), and
+    all of one size, or a one-line UserError naming the file."""
+    from clipterm.images import check_image
+
+    imgs: list[np.ndarray] = []
+    for path in files:
+        check_image(path, "sample")
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"sample {printable(path)} is damaged ({printable(exc, 120)})"
+                            ) from None
+        if imgs and rgb.shape != imgs[0].shape:
+            h0, w0 = imgs[0].shape[:2]
+            raise UserError(f"the samples differ in size: {printable(files[0].name)} is "
+                            f"{w0}x{h0}, {printable(path.name)} is {rgb.shape[1]}x{rgb.shape[0]}")
+        imgs.append(rgb)
+    if not imgs:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack(imgs)
 
 
 def load_run_images(run_dir: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The sample images of a run folder as uint8 [N, H, W, 3], with its run.json."""
+    """The sample images of a run folder as uint8 [N, H, W, 3], with its run.json; every
+    listed sample must be there (see :func:`run_sample_files` for what is refused)."""
     info = read_run(run_dir)
-    imgs = []
-    for s in info.get("samples", []):
-        with Image.open(Path(run_dir) / s["file"]) as im:
-            imgs.append(np.asarray(im.convert("RGB")))
-    if not imgs:
-        raise UserError(f"{run_dir} holds no samples")
-    return np.stack(imgs), info
+    files, missing = run_sample_files(run_dir, info)
+    if missing:
+        raise UserError(f"{printable(run_dir)}: {len(missing)} listed sample file(s) missing "
+                        f"({quoted(missing[0], 80)}{', ...' if len(missing) > 1 else ''})")
+    if not files:
+        raise UserError(f"{printable(run_dir)} holds no samples")
+    return read_sample_images(files), info
 
 
 def _json_default(o: Any) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clipterm.errors import UserError
+from clipterm.sanitize import printable
 
 # Colours cycled over series (rich style names; matplotlib gets its own default cycle).
 TERMINAL_COLOURS = ("bright_red", "bright_green", "bright_blue", "bright_yellow", "bright_magenta",
@@ -58,24 +59,45 @@ def prob_trace_plot(run_info: dict[str, Any], title: str | None = None) -> LineP
     """The per-caption CLIP probability over the steps of a run (the poster's last figure).
 
     ``run_info`` is a run.json; its ``prob_trace`` holds (step, timestep, mean probabilities of
-    the first batch, target first). The target caption is highlighted.
+    the first batch, target first). The target caption is highlighted. run.json is not trusted:
+    a trace or captions of the wrong shape are a one-line UserError, and every caption and
+    name is escaped (they reach the terminal and the PNG).
     """
-    trace = run_info.get("prob_trace") or []
-    captions = list(run_info.get("captions") or [])
-    if not trace or not captions:
+    captions = run_info.get("captions")
+    trace = run_info.get("prob_trace")
+    if not trace:
         raise UserError("this run has no probability trace (run.json has no prob_trace)")
-    cfg = run_info.get("config", {})
-    phase_opt = cfg.get("method") == "optimize"
-    steps = [float(row[0]) for row in trace]
-    series = [
-        Series(name=c, xs=steps, ys=[float(row[2][i]) for row in trace], highlight=(i == 0))
-        for i, c in enumerate(captions)
-    ]
-    label = title or (f"{cfg.get('method', '?')}: CLIP probability of each caption "
-                      f"(target {captions[0]!r})")
+    if not isinstance(captions, list) or not captions or not all(
+            isinstance(c, str) for c in captions):
+        raise UserError("run.json: captions must be a non-empty list of strings")
+    if not isinstance(trace, list):
+        raise UserError("run.json: prob_trace must be a list")
+    cfg = run_info.get("config")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    steps: list[float] = []
+    columns: list[list[float]] = [[] for _ in captions]
+    for k, row in enumerate(trace):
+        probs = row[2] if isinstance(row, list) and len(row) >= 3 else None
+        if (not isinstance(probs, list) or len(probs) != len(captions)
+                or not all(_is_number(v) for v in (row[0], *probs))):
+            raise UserError(f"run.json: prob_trace[{k}] is not [step, timestep, [one "
+                            f"probability per caption ({len(captions)})]]")
+        steps.append(float(row[0]))
+        for i, v in enumerate(probs):
+            columns[i].append(math.nan if v is None else float(v))
+    method = printable(cfg.get("method", "?"), 30)
+    shown = [printable(c, 60) for c in captions]
+    series = [Series(name=name, xs=steps, ys=ys, highlight=(i == 0))
+              for i, (name, ys) in enumerate(zip(shown, columns, strict=True))]
+    label = title or f"{method}: CLIP probability of each caption (target '{shown[0]}')"
     return LinePlot(series=series, title=label,
-                    xlabel="optimisation iteration" if phase_opt else "sampling step",
-                    ylabel="p(caption)", ylim=(0.0, 1.0))
+                    xlabel="optimisation iteration" if cfg.get("method") == "optimize"
+                    else "sampling step", ylabel="p(caption)", ylim=(0.0, 1.0))
+
+
+def _is_number(v: Any) -> bool:
+    """A JSON number (or null, which strict JSON writes for NaN); not a bool."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def sweep_plot(rows: Sequence[dict[str, Any]], x: str, y: str, group: str | None,
@@ -115,23 +137,53 @@ def require_matplotlib() -> None:
                         "(terminal plots work without it)")
 
 
-def save_line_plot(plot: LinePlot, path: str | Path, size: tuple[float, float] = (6.4, 4.0)
-                   ) -> Path:
-    """Write ``plot`` as a PNG (matplotlib, Agg backend); returns the path."""
+def check_png_path(path: str | Path) -> Path:
+    """Check, before any work, that a new PNG can be written at ``path``: a name ending in
+    .png, nothing there yet (nothing is ever replaced), a writable folder. Returns the path."""
+    import tempfile
+
+    target = Path(path).expanduser()
+    shown = printable(target)
+    if target.is_dir():
+        raise UserError(f"--png {shown} is a folder: give a file name, e.g. {shown}/trace.png")
+    if target.exists() or target.is_symlink():
+        raise UserError(f"--png {shown} exists: clipterm never replaces a file, choose a new name")
+    if target.suffix.lower() != ".png":
+        raise UserError(f"--png {shown}: the file name must end in .png")
+    folder = target.parent
+    if not folder.is_dir():
+        raise UserError(f"--png {shown}: the folder {printable(folder)} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"--png {shown}: cannot write in {printable(folder)} "
+                        f"({exc.strerror or exc})") from None
+    return target
+
+
+def _plain_text(text: str) -> str:
+    """Text as matplotlib should draw it: no mathtext (a ``$`` is a dollar sign)."""
+    return text.replace("$", r"\$")
+
+
+def render_png(plot: LinePlot, size: tuple[float, float] = (6.4, 4.0)) -> bytes:
+    """``plot`` as PNG bytes (matplotlib, Agg backend); the caller writes them (atomically)."""
+    import io
+    import warnings
+
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=size, dpi=110)
     try:
         many = len(plot.series) > 4
         for s in plot.series:
-            kw: dict[str, Any] = {"label": s.name, "marker": "o" if len(s.xs) < 12 else None,
-                                  "markersize": 4}
+            kw: dict[str, Any] = {"label": _plain_text(s.name),
+                                  "marker": "o" if len(s.xs) < 12 else None, "markersize": 4}
             if many:
                 kw["linewidth"] = 2.6 if s.highlight else 1.0
                 kw["alpha"] = 1.0 if s.highlight else 0.7
@@ -145,17 +197,20 @@ def save_line_plot(plot: LinePlot, path: str | Path, size: tuple[float, float] =
             ax.invert_xaxis()
         if plot.ylim is not None:
             ax.set_ylim(*plot.ylim)
-        ax.set_title(plot.title, fontsize=10)
-        ax.set_xlabel(plot.xlabel)
-        ax.set_ylabel(plot.ylabel)
+        ax.set_title(_plain_text(plot.title), fontsize=10)
+        ax.set_xlabel(_plain_text(plot.xlabel))
+        ax.set_ylabel(_plain_text(plot.ylabel))
         ax.grid(True, alpha=0.3)
         if plot.series:
             ax.legend(fontsize=7, ncol=2 if many else 1, loc="best")
         fig.tight_layout()
-        fig.savefig(path)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():  # glyphs the font lacks are drawn as boxes
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(buf, format="png")
+        return buf.getvalue()
     finally:
         plt.close(fig)
-    return path
 
 
 # ----------------------------------------------------------------------------- terminal

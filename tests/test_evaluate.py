@@ -135,7 +135,7 @@ def test_eval_errors_name_the_fix(run_dir, tiny_pack, real_folder, capsys) -> No
                             str(real_folder)], capsys)
     assert code == 2 and "has no judge" in err and "--features clip" in err
     code, _, err = run_cli(["eval", str(run_dir.parent / "nope")], capsys)
-    assert code == 2 and "not a clipterm run folder" in err
+    assert code == 2 and "does not exist" in err
 
 
 # ----------------------------------------------------------------------------- Evaluator

@@ -252,11 +252,12 @@ def run_to_folder(pack: Any, cfg: RunConfig, out_root: Path, *, quiet: bool,
                   label: str | None = None, header: dict[str, Any] | None = None,
                   metadata: bool = True, animate: str | None = None,
                   animate_samples: bool = False, indices: list[int] | None = None,
-                  keep: set[int] | None = None) -> RunOutcome:
+                  keep: set[int] | None = None, folder_label: str | None = None) -> RunOutcome:
     """Sample ``cfg`` into a new run folder under ``out_root``, written batch by batch.
 
     ``animate`` (gif, apng, mp4) also writes the denoising as an animation; ``indices`` makes
-    only those samples, of which ``keep`` (default all) are written. A signal stops the run after
+    only those samples, of which ``keep`` (default all) are written; ``folder_label`` ends the
+    folder's name (a sweep's ``scale-0.3``). A signal stops the run after
     the step (finished samples kept, run.json ``incomplete``); a second one aborts it
     (``aborted``, exit 130); an error marks it ``failed`` and is shown as one line (exit 1)
     unless it is a bug, which still raises.
@@ -269,7 +270,8 @@ def run_to_folder(pack: Any, cfg: RunConfig, out_root: Path, *, quiet: bool,
 
     for note in (*cfg.warnings, *check_captions(pack, cfg.captions)):
         warn(note)
-    writer = RunWriter.create(out_root, cfg, pack.name, header, metadata=metadata,
+    writer = RunWriter.create(out_root, cfg, pack.name, header, label=folder_label,
+                              metadata=metadata,
                               clip=getattr(pack, "clip_name", ""),
                               pack_source=getattr(pack.spec, "source", "") or pack.name)
     frames = FrameRecorder() if animate else None
