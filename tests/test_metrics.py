@@ -203,6 +203,31 @@ def test_inception_without_torch_fidelity_is_a_one_line_error(monkeypatch) -> No
     assert "torch-fidelity" in str(info.value)
 
 
+@pytest.mark.slow
+def test_inception_features_from_files_in_the_real_format_match_the_library(tmp_path) -> None:
+    """torch-fidelity's own Inception-v3 names and shapes (random weights), as a .pth and as
+    safetensors: clipterm's checked loading gives exactly the network the library builds."""
+    pytest.importorskip("torch_fidelity")
+    from safetensors.torch import save_file
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    from tests.adversarial.evaldata import inception_state_dict
+
+    state = inception_state_dict()
+    torch.save(state, tmp_path / "inception.pth")
+    save_file(state, str(tmp_path / "inception.safetensors"))
+    images = as_nchw_uint8(random_images(2, 8, 4))
+    reference = NoTrainInceptionV3(  # our own file of plain tensors: safe to hand the library
+        name="inception-v3-compat", features_list=["2048"],
+        feature_extractor_weights_path=str(tmp_path / "inception.pth"))
+    with torch.no_grad():
+        expected = reference(images).float()
+    for name in ("inception.pth", "inception.safetensors"):
+        got = inception_features(tmp_path / name)(images)
+        assert got.shape == (2, 2048)
+        assert torch.allclose(got, expected, atol=1e-5), name
+
+
 # ----------------------------------------------------------------------------- judge scores
 def test_judge_scores_count_the_judged_class() -> None:
     judge = tiny_judge(favour=3)
