@@ -462,6 +462,9 @@ class BenchOptions:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1")
         if self.agreement_steps < 0:
             raise UserError("--agreement-steps must be >= 0")
+        if self.random_weights and get_pack_spec(self.model).name != "cifar10":
+            raise UserError("--random-weights builds the cifar10 architectures only: use "
+                            "--model cifar10")
         if self.precision is not None and self.precision not in ("fp32", "bf16"):
             raise UserError("--precision must be fp32 or bf16")
         if self.clip_input not in ("x0", "xt"):
