@@ -286,9 +286,9 @@ def inception_features(
     path = inception_weights_path(weights_path)
     if weights_path is None and not path.is_file():
         raise ModelUnavailableError(
-            f"the Inception weights are not in torch's hub cache ({printable(path)}): run once "
-            f"with --download on a machine with internet, or pass --inception-weights FILE "
-            f"(a local {INCEPTION_WEIGHTS_FILE})"
+            f"the Inception weights are not in torch's hub cache ({printable(path)}): fetch "
+            f"them once with `clipterm eval RUN_DIR --features inception --download`, or copy "
+            f"{INCEPTION_WEIGHTS_FILE} there, or pass --inception-weights FILE to eval"
         )
     state = read_inception_state_dict(path)
     buffer = io.BytesIO()

@@ -743,9 +743,10 @@ def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt:
         "clipterm compare --model cifar10 --methods contrastive,spherical,uncond -n 100 \\\n"
         "    --eval --features inception --subset-size 10 --real cifar10:airplane\n"
         "```\n")
-    add("The first run of `--features inception` downloads torch-fidelity's Inception weights "
-        "(`weights-inception-2015-12-05-6726825d.pth`) into torch's hub cache; on a machine "
-        "without internet copy that file there, or pass `--inception-weights FILE` to "
+    add("Fetch torch-fidelity's Inception weights (`weights-inception-2015-12-05-6726825d.pth`) "
+        "once with `clipterm eval RUN_DIR --features inception --download`, into torch's hub "
+        "cache (clipterm reads them as plain tensors, and downloads nothing unasked); on a "
+        "machine without internet copy that file there, or pass `--inception-weights FILE` to "
         "`clipterm eval`. The reference measurements say one H200 runs 1000 seed-faithful "
         "contrastive steps at batch 100 in about 39 s, so the poster's table takes minutes, "
         "not hours.\n")
