@@ -14,8 +14,10 @@ A theme file looks like::
     target-bar = "#9ece6a"    # the target caption's probability bar
     other-bar = "#565f89"     # the distractors' bars
 
-Files are read from the repo's ``themes/`` folder and from ``<user config dir>/themes``. A file
-that does not parse or names an unknown key or a bad colour is skipped and reported once.
+The built-in themes are the repository's top-level ``themes/`` folder, shipped in the wheel as
+the package ``clipterm.themes`` (``[tool.setuptools.package-dir]``); the user's own are read
+from ``<user config dir>/themes``. A file that does not parse or names an unknown key or a bad
+colour is skipped and reported once.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def theme_from_dict(data: dict[str, Any], path: Path) -> Theme:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValueError('needs a name = "..."')
+    if not name.isprintable() or len(name) > 64:
+        raise ValueError("the name must be printable text of at most 64 characters")
     if "primary" not in data:
         raise ValueError("needs a primary colour")
     colours = {k: _check_colour(path, k, data[k]) for k in COLOUR_KEYS if k in data}
@@ -136,6 +140,20 @@ def load_themes(dirs: Iterable[Path]) -> ThemeLoadReport:
     return report
 
 
+def builtin_themes_dir() -> Path:
+    """The built-in themes: the installed package ``clipterm.themes`` (the repository's
+    ``themes/`` folder, mapped into the wheel), else the folder of a source checkout."""
+    try:
+        from importlib.resources import files
+
+        folder = Path(str(files("clipterm.themes")))
+        if folder.is_dir() and any(folder.glob("*.toml")):
+            return folder
+    except (ModuleNotFoundError, TypeError):  # not installed as a package: a bare checkout
+        pass
+    return repo_themes_dir()
+
+
 def repo_themes_dir() -> Path:
-    """``themes/`` at the root of a source checkout (absent in an installed wheel)."""
+    """``themes/`` at the root of a source checkout."""
     return Path(__file__).resolve().parents[2] / "themes"

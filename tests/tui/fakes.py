@@ -82,6 +82,8 @@ class FakeRunner:
 
     ``delay``: seconds per step. ``pause_at``: block at that step until ``release`` is set
     (mid-run snapshots), only in batch ``pause_batch`` if given. ``fail_at``: raise ``error`` at that step.
+    ``partial_preview``: a cancelled run keeps its last preview (as the real sampler does);
+    ``run_started`` / ``run_finished``: the run's wall-clock times.
     """
 
     def __init__(
@@ -92,6 +94,9 @@ class FakeRunner:
         fail_at: int | None = None,
         error: BaseException | None = None,
         size: int = 16,
+        partial_preview: bool = False,
+        run_started: str = "",
+        run_finished: str = "",
     ) -> None:
         self.delay = delay
         self.pause_at = pause_at
@@ -99,6 +104,8 @@ class FakeRunner:
         self.fail_at = fail_at
         self.error = error or RuntimeError("boom")
         self.size = size
+        self.partial_preview = partial_preview
+        self.run_started, self.run_finished = run_started, run_finished
         self.paused = threading.Event()
         self.release = threading.Event()
         self.finished = threading.Event()
@@ -137,6 +144,7 @@ class FakeRunner:
         n_batches = cfg.n_batches
         images, probs, indices = [], [], []
         completed = True
+        last_preview = None
         for b in range(n_batches):
             first = b * batch
             idx = list(range(first, min(cfg.n, first + batch)))
@@ -153,6 +161,7 @@ class FakeRunner:
                             break
                 if self.delay:
                     time.sleep(self.delay)
+                last_preview = fake_images(cfg.seed, idx, step, steps, self.size)
                 if on_event is not None:
                     on_event(
                         StepEvent(
@@ -185,4 +194,7 @@ class FakeRunner:
             completed=completed,
             seconds=0.1 * steps * n_batches,
             device="cpu",
+            started=self.run_started,
+            finished=self.run_finished,
+            partial_preview=last_preview if self.partial_preview and not completed else None,
         )
