@@ -241,13 +241,14 @@ class ClipTermApp(App[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         if self.plan is not None:  # after on_mount has laid it out once
-            self.apply_layout()
+            self.apply_layout(event.size.width, event.size.height)
 
-    def apply_layout(self) -> None:
+    def apply_layout(self, width: int | None = None, height: int | None = None) -> None:
         """Arrange the panes for the terminal's size (see :mod:`clipterm.tui.layout`)."""
         if not self.query(RunForm):  # not composed yet, or already torn down
             return
-        width, height = self.size
+        if width is None or height is None:
+            width, height = (self.plan.width, self.plan.height) if self.plan else self.size
         captions = self._shown_captions()
         plan = layout.plan(width, height, len(captions) or 10, self._image_px, self.form_open)
         self.plan = plan

@@ -26,11 +26,14 @@ def draw_fullsize(image: np.ndarray, caption: str, max_rows: int = 30) -> str:
     from PIL import Image
     from term_image.image import AutoImage
 
+    import shutil
+
+    max_rows = max(4, min(max_rows, shutil.get_terminal_size((80, 24)).lines - 3))
     h, w = image.shape[:2]
     k = max(1, 256 // max(h, w))  # enlarge with sharp pixels: the protocols would blur them
     pil = Image.fromarray(np.ascontiguousarray(image)).resize((w * k, h * k), Image.NEAREST)
     term_img = AutoImage(pil)
-    term_img.set_size(height=max(4, max_rows))
+    term_img.set_size(height=max_rows)
     print(caption)
     term_img.draw(h_align="left", v_align="top", pad_height=1, check_size=False)
     return type(term_img).__name__

@@ -34,7 +34,9 @@ class Tmux:
         self.exit_file = self.work / "exit"
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         # the program, then its exit status in a file; the window stays for the capture
-        script = (f"cd {shlex.quote(str(cwd))} && {('export ' + exports + ' && ') if exports else ''}"
+        # COLUMNS / LINES from the caller would override the window's size
+        script = (f"unset COLUMNS LINES; cd {shlex.quote(str(cwd))} && "
+                  f"{('export ' + exports + ' && ') if exports else ''}"
                   f"{command}; echo $? > {shlex.quote(str(self.exit_file))}; sleep 3600")
         self._tmux("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height),
                    "bash", "-c", script)
