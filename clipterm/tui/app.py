@@ -19,6 +19,7 @@ pack's weights are here), ``config_dir`` (remembered values) and ``theme_dirs``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -84,7 +85,8 @@ Saver = Callable[[RunResult, Path, str], Path]
 
 REFRESH_HZ = 12.0
 PRELOAD_DELAY = 0.8  # seconds after the form settles before the pack is loaded ahead of a run
-QUIT_GRACE = 0.3  # seconds the sampler gets to stop between steps when quitting
+QUIT_GRACE = 0.0  # quitting never waits for the sampler: it is told to stop, and the process
+# ends without it (run_app)
 DEFAULT_THEME = "clipterm-night"
 
 
@@ -190,6 +192,7 @@ class ClipTermApp(App[None]):
         self.saved_paths: list[Path] = []
         self.form_open = open_run is None
         self.plan: layout.Layout | None = None
+        self._applied: tuple[layout.Layout, bool] | None = None
         self._image_px = 32
         self._device_label = ""
         self._preload_timer: Timer | None = None
@@ -203,7 +206,7 @@ class ClipTermApp(App[None]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header(id="header")
-        yield Static("", id="too-small")
+        yield Static("", id="too-small", markup=False)
         with Horizontal(id="main"):
             yield RunForm(self._initial_values, model=self.form_model, id="form")
             with Vertical(id="right"):
@@ -220,7 +223,7 @@ class ClipTermApp(App[None]):
     def on_mount(self) -> None:
         self._tick = self.set_interval(1 / REFRESH_HZ, self.pull_events, pause=True)
         for message in self.theme_errors:  # each broken file reported once
-            self.notify(printable(message), severity="warning", timeout=8)
+            self.notify(printable(message), severity="warning", timeout=8, markup=False)
             self.log_panel.warn(message)
         self.log_panel.info("ready")
         self.apply_layout()
@@ -251,6 +254,9 @@ class ClipTermApp(App[None]):
             width, height = (self.plan.width, self.plan.height) if self.plan else self.size
         captions = self._shown_captions()
         plan = layout.plan(width, height, len(captions) or 10, self._image_px, self.form_open)
+        if (plan, self.form_open) == self._applied:
+            return  # nothing moves: no style or layout pass
+        self._applied = (plan, self.form_open)
         self.plan = plan
         for mode in ("too-small", "narrow", "wide"):
             self.set_class(plan.mode == mode, f"-{mode}")
@@ -321,7 +327,8 @@ class ClipTermApp(App[None]):
 
     def say(self, message: str, severity: str = "information", timeout: float = 4) -> None:
         """Answer a key: a short notification (and the log, for warnings and errors)."""
-        self.notify(printable(message), severity=severity, timeout=timeout)  # type: ignore[arg-type]
+        self.notify(printable(message), severity=severity, timeout=timeout,  # type: ignore[arg-type]
+                    markup=False)
         if severity == "warning":
             self.log_panel.warn(message)
         elif severity == "error":
@@ -399,7 +406,7 @@ class ClipTermApp(App[None]):
         self.log_panel.error(text)
         if error not in self._reported_load_errors:  # each failure is notified once
             self._reported_load_errors.add(error)
-            self.notify(printable(text), severity="error", timeout=8)
+            self.notify(printable(text), severity="error", timeout=8, markup=False)
 
     # ------------------------------------------------------------------ running
     def _refuse_while_running(self, what: str) -> bool:
@@ -662,7 +669,8 @@ class ClipTermApp(App[None]):
         self.saved_paths = list(saved)
         for path in saved:
             self.log_panel.info(f"saved {path}")
-        self.notify(printable("saved " + ", ".join(str(p) for p in saved)), title="Saved")
+        self.notify(printable("saved " + ", ".join(str(p) for p in saved)), title="Saved",
+                    markup=False)
         return True
 
     # --------------------------------------------------------------- selection
@@ -779,7 +787,7 @@ class ClipTermApp(App[None]):
         cycle = self.theme_cycle()
         i = cycle.index(self.theme) if self.theme in cycle else -1
         self.theme = cycle[(i + 1) % len(cycle)]
-        self.notify(f"theme: {self.theme}", timeout=2)
+        self.notify(printable(f"theme: {self.theme}"), timeout=2, markup=False)
 
     def action_toggle_log(self) -> None:
         self.log_panel.display = not self.log_panel.display
@@ -862,14 +870,23 @@ class ClipTermApp(App[None]):
 
     def _quit_chosen(self, choice: str | None) -> None:
         if choice == "save":
-            if self.running:
-                self.controller.shutdown(QUIT_GRACE)
-            for record in self.unsaved_records():
-                if not record.running and not self.save_record(record):
-                    return  # the reason is shown; stay
-            self.quit_now()
+            self.run_worker(self._save_and_quit(), exclusive=True, group="quit")
         elif choice == "quit":
             self.quit_now()
+
+    async def _save_and_quit(self) -> None:
+        """Save every unsaved run, then quit; a running one is stopped first (between steps),
+        so what it finished is saved too."""
+        if self.running:
+            self.controller.cancel()
+            self.status.show_text("stopping the run to save what it has done…")
+            while self.running:
+                await asyncio.sleep(0.05)
+            self.pull_events()
+        for record in self.unsaved_records():
+            if not self.save_record(record):
+                return  # the reason is shown; stay
+        self.quit_now()
 
     def quit_now(self) -> None:
         """Stop the run (a moment's grace, never a wait), remember the form, exit."""

@@ -22,6 +22,7 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from clipterm.config import METHODS
 from clipterm.packs import PackSpec
+from clipterm.sanitize import printable
 from clipterm.tui.distractors import DistractorList
 from clipterm.tui.field_input import FieldInput
 from clipterm.tui.form_model import (
@@ -104,8 +105,8 @@ class RunForm(Widget, can_focus=False):
             yield self._row("compare", FieldInput(v["compare"], id="compare", compact=True,
                                                   placeholder="methods for ctrl+o"))
         with Vertical(id="form-bottom"):
-            yield Label("", id="form-error")
-            yield Label("", id="form-warning")
+            yield Label("", id="form-error", markup=False)
+            yield Label("", id="form-warning", markup=False)
             yield Button("Run  ctrl+r", id="run", variant="success", disabled=True,
                          compact=True)
 
@@ -172,7 +173,8 @@ class RunForm(Widget, can_focus=False):
         self.query_one("#prompt", Input).value = offer["prompt"]
         self.query_one("#distractors", DistractorList).set_distractors(
             offer["distractors"].splitlines())
-        self.notify(f"prompt and distractors: the captions of {spec.name}", timeout=4)
+        self.notify(printable(f"prompt and distractors: the captions of {spec.name}"), timeout=4,
+                    markup=False)
         return True
 
     def _set(self, key: str, value: Any, apply: Any) -> None:

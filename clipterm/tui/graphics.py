@@ -23,10 +23,10 @@ import numpy as np
 
 def draw_fullsize(image: np.ndarray, caption: str, max_rows: int = 30) -> str:
     """Draw ``image`` (uint8 RGB) on stdout with the best term-image style; return its name."""
+    import shutil
+
     from PIL import Image
     from term_image.image import AutoImage
-
-    import shutil
 
     max_rows = max(4, min(max_rows, shutil.get_terminal_size((80, 24)).lines - 3))
     h, w = image.shape[:2]

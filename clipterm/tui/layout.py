@@ -68,6 +68,8 @@ def plan(width: int, height: int, n_captions: int = 10, image_px: int = 32,
             break
     sample_w, sample_h = sample_box(image_px, factor)
     top = max(sample_h, min(bars, room_rows))
+    if wide:  # the rows the grid does not need go to the trace, under the bars
+        top = max(top, room_rows)
     trace = top - min(bars, top)  # under the bars, beside the sample
     if trace < TRACE_MIN_ROWS:
         trace = 0

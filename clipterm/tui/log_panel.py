@@ -31,7 +31,7 @@ class LogPanel(VerticalScroll, can_focus=False):
         self._lines: list[Text] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="log-text")
+        yield Static("", id="log-text", markup=False)
 
     def _stamp(self, message: str, style: str) -> None:
         message = printable(message)

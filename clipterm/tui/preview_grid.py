@@ -9,6 +9,7 @@ Under each thumbnail: its sample index and the target's probability. A click sel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.segment import Segment
@@ -66,6 +67,9 @@ class PreviewGrid(Widget):
         self._built_for: Size | None = None
         self._follow = True  # keep the selected thumbnail in view (until the wheel scrolls)
         self.thumb_factor = 1.0
+        # (id of an image array, factor, palette) -> (the array, its thumbnails); holding the
+        # array keeps its id from being reused by a new one while the entry lives
+        self._thumbs: dict[tuple[int, float, str], tuple[np.ndarray, list[Any]]] = {}
         self.empty_text = "samples appear here during a run"
 
     # ---------------------------------------------------------------- data
@@ -140,7 +144,7 @@ class PreviewGrid(Widget):
             target_probs = row.target_probs
             if titles:
                 strips.append(Strip([Segment(printable(row.label)[:width], title_style)]))
-            thumbs = [halfblock_lines(scaled(img, factor), colours) for img in row.images]
+            thumbs = self._row_thumbs(row, factor, colours)
             cw = len(thumbs[0][0]) if thumbs else 1
             blank = Segment(" " * cw, PLAIN)
             for start in range(0, len(thumbs), per_line):
@@ -176,6 +180,20 @@ class PreviewGrid(Widget):
         if self._follow:
             self._scroll_to(*selected_lines)
         self.top = max(0, min(self.top, len(strips) - height))
+
+    def _row_thumbs(self, row: PreviewRow, factor: float, colours: str
+                    ) -> list[list[list[Segment]]]:
+        """The row's thumbnails, drawn once per image array, size and palette (selecting,
+        scrolling and new steps of other rows reuse them)."""
+        key = (id(row.images), factor, colours)
+        cached = self._thumbs.get(key)
+        if cached is not None and cached[0] is row.images:
+            return cached[1]
+        thumbs = [halfblock_lines(scaled(img, factor), colours) for img in row.images]
+        live = {id(r.images) for r in self.rows}
+        self._thumbs = {k: v for k, v in self._thumbs.items() if k[0] in live}
+        self._thumbs[key] = (row.images, thumbs)
+        return thumbs
 
     def _scroll_to(self, first: int, last: int) -> None:
         height = self.content_size.height

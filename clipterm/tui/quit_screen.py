@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
+from clipterm.sanitize import printable
+
 
 class QuitScreen(ModalScreen[str]):
     """Dismisses with "save" (save them, then quit), "quit" (quit anyway) or "stay"."""
@@ -29,7 +31,7 @@ class QuitScreen(ModalScreen[str]):
         with Vertical(id="quit-body"):
             yield Label(f"Quit? {what}:", id="quit-question")
             for line in self.unsaved[:6]:
-                yield Label(f"  {line}", classes="quit-run")
+                yield Label(f"  {printable(line)}", classes="quit-run", markup=False)
             if n > 6:
                 yield Label(f"  … and {n - 6} more", classes="quit-run")
             if self.running:

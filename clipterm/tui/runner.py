@@ -17,6 +17,7 @@ at its own pace, so a fast sampler never floods it. Being daemons, they never ho
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import traceback
@@ -39,6 +40,20 @@ Sampler = Callable[..., RunResult]
 Post = Callable[[Any], Any]
 
 MAX_HISTORY = 12  # runs kept in a sitting; the oldest go first
+# How much nicer than the UI the sampler and loader threads are (Linux sets niceness per thread,
+# and torch's worker threads inherit it): on a busy CPU the keys still answer at once.
+WORKER_NICENESS = int(os.environ.get("CLIPTERM_WORKER_NICENESS", "5"))
+
+
+def lower_thread_priority(step: int = WORKER_NICENESS) -> None:
+    """Make the calling thread ``step`` nicer (where the system allows; else nothing)."""
+    if step <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except OSError:
+        pass
 
 
 def default_loader(model: str, device: str) -> Any:
@@ -289,7 +304,11 @@ class RunController:
         return record
 
     def _spawn(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name=name)
+        def body() -> None:
+            lower_thread_priority()
+            target(*args)
+
+        thread = threading.Thread(target=body, daemon=True, name=name)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 

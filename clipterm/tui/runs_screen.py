@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -29,7 +30,7 @@ class RunsScreen(ModalScreen[tuple[str, int] | None]):
         with Vertical(id="runs-body"):
             yield Label("Runs of this sitting: enter shows one, s saves it, esc closes",
                         id="runs-title")
-            options = [Option(("▶ " if rid == self.shown else "  ") + printable(text),
+            options = [Option(Text(("▶ " if rid == self.shown else "  ") + printable(text)),
                               id=str(rid)) for rid, text in reversed(self.runs)]
             yield OptionList(*options, id="runs-list")
 

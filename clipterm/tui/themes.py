@@ -143,15 +143,17 @@ def load_themes(dirs: Iterable[Path]) -> ThemeLoadReport:
 def builtin_themes_dir() -> Path:
     """The built-in themes: the installed package ``clipterm.themes`` (the repository's
     ``themes/`` folder, mapped into the wheel), else the folder of a source checkout."""
-    try:
-        from importlib.resources import files
+    from importlib.util import find_spec
 
-        folder = Path(str(files("clipterm.themes")))
+    try:
+        spec = find_spec("clipterm.themes")  # a namespace package: a folder of TOML files
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(location)
         if folder.is_dir() and any(folder.glob("*.toml")):
             return folder
-    except (ModuleNotFoundError, TypeError):  # not installed as a package: a bare checkout
-        pass
-    return repo_themes_dir()
+    return repo_themes_dir()  # not installed as a package: a bare source checkout
 
 
 def repo_themes_dir() -> Path:

@@ -82,7 +82,7 @@ class FakeRunner:
 
     ``delay``: seconds per step. ``pause_at``: block at that step until ``release`` is set
     (mid-run snapshots), only in batch ``pause_batch`` if given. ``fail_at``: raise ``error`` at that step.
-    ``partial_preview``: a cancelled run keeps its last preview (as the real sampler does);
+    ``pause_method``: pause only that method's run. ``partial_preview``: a cancelled run keeps its last preview (as the real sampler does);
     ``run_started`` / ``run_finished``: the run's wall-clock times.
     """
 
@@ -97,6 +97,7 @@ class FakeRunner:
         partial_preview: bool = False,
         run_started: str = "",
         run_finished: str = "",
+        pause_method: str | None = None,
     ) -> None:
         self.delay = delay
         self.pause_at = pause_at
@@ -106,6 +107,7 @@ class FakeRunner:
         self.size = size
         self.partial_preview = partial_preview
         self.run_started, self.run_finished = run_started, run_finished
+        self.pause_method = pause_method
         self.paused = threading.Event()
         self.release = threading.Event()
         self.finished = threading.Event()
@@ -154,7 +156,8 @@ class FakeRunner:
                     break
                 if self.fail_at == step:
                     raise self.error
-                if self.pause_at == step and self.pause_batch in (None, b):
+                if (self.pause_at == step and self.pause_batch in (None, b)
+                        and self.pause_method in (None, cfg.method)):
                     self.paused.set()
                     while not self.release.wait(0.05):
                         if cancel is not None and cancel.is_set():

@@ -332,3 +332,44 @@ async def test_compare_with_a_bad_method_list_is_flagged_inline(make_app) -> Non
         await pilot.pause()
         assert not app.running and runner.configs == []
         assert "Compare: unknown method 'banana'" in notes
+
+
+async def test_text_from_outside_is_shown_literally(make_app) -> None:
+    """Markup-like or escape-carrying captions never style, move or break the screen."""
+    runner = FakeRunner()
+    app = make_app(runner=runner, n=2, saver=default_saver)
+    async with app.run_test(size=SIZE) as pilot:
+        notes = Notes(app)
+        app.form.set_value("prompt", "[red]se[/]ven\x1b[2J")
+        app.form.set_value("distractors", "[/bold\none")
+        await run_to_end(pilot)
+        assert runner.configs[0].prompt == "[red]se[/]ven\x1b[2J"
+        bars = "\n".join(app.bars.text_lines())
+        assert "▸[red]se[/]ven\\x" in bars and "[/bold" in bars and "\x1b" not in bars
+        assert "[red]se[/]ven\\x1b[2J" in app.sample_view.caption
+        await pilot.press("ctrl+g")  # the run list shows the prompt as text
+        await pilot.pause()
+        await pilot.press("escape")
+        app.form.set_value("seed", "[b]x")
+        await pilot.press("ctrl+r")  # the error names the value as typed
+        assert "cannot run: Seed: '[b]x' is not a whole number" in notes
+
+
+async def test_save_and_quit_during_a_compare_keeps_the_finished_methods(make_app, tmp_path
+                                                                          ) -> None:
+    runner = FakeRunner(pause_at=2, pause_method="spherical")
+    app = make_app(runner=runner, n=2, saver=default_saver)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await until(pilot, runner.paused.is_set)  # uncond is done, spherical waits
+        await until(pilot, lambda: len(app.shown.results) == 1)
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+        assert app.screen.running  # it says a run is going
+        await pilot.press("s")  # stops the run between steps, saves what is done, quits
+        await until(pilot, lambda: not app.is_running)
+    folders = list((tmp_path / "out").iterdir())
+    methods = sorted(json.loads((f / "run.json").read_text())["config"]["method"]
+                     for f in folders)
+    assert methods == ["uncond"]  # the finished method; spherical had nothing finished
+    assert len(runner.configs) == 2  # contrastive never started

@@ -30,13 +30,14 @@ async def test_80x24_run_shows_every_caption_sample_and_step(make_app) -> None:
     app = make_app(runner=runner, n=16, steps=10)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.plan.mode == "narrow"
-        assert fully_visible(app, app.query_one("#run"))  # a way to run, without scrolling
+        await until(pilot, lambda: fully_visible(app, app.query_one("#run")))  # a way to run
         await pilot.press("ctrl+r")
         await until(pilot, lambda: runner.paused.is_set() and app.last_event is not None
                     and app.last_event.step == 3)
-        await pilot.pause()
         bars = app.query_one(ProbabilityBars)
-        assert fully_visible(app, bars) and bars.region.height >= len(CAPTIONS) + 1
+        # (the layout settles after the results pane replaces the form: wait, never time)
+        await until(pilot, lambda: fully_visible(app, bars) and fully_visible(app, app.grid))
+        assert bars.region.height >= len(CAPTIONS) + 1
         lines = bars.text_lines()
         for caption in CAPTIONS:
             (line,) = [ln for ln in lines if f" {caption} " in ln or f"▸{caption} " in ln]
@@ -49,24 +50,23 @@ async def test_80x24_run_shows_every_caption_sample_and_step(make_app) -> None:
         runner.release.set()
         await until(pilot, lambda: not app.running)
         await pilot.press("ctrl+f")  # the form again, Run on screen
-        assert fully_visible(app, app.query_one("#run"))
+        await until(pilot, lambda: fully_visible(app, app.query_one("#run")))
 
 
 async def test_60x20_is_usable_and_smaller_shows_a_notice(make_app) -> None:
     app = make_app(runner=FakeRunner(size=32), n=4)
     async with app.run_test(size=(60, 20)) as pilot:
         await run_to_end(pilot)
-        assert fully_visible(app, app.bars) and len(app.bars.text_lines()) == len(CAPTIONS) + 1
-        assert fully_visible(app, app.sample_view)
+        await until(pilot, lambda: fully_visible(app, app.bars)
+                    and fully_visible(app, app.sample_view))
+        assert len(app.bars.text_lines()) == len(CAPTIONS) + 1
         await pilot.resize_terminal(50, 15)
-        await pilot.pause()
         notice = app.query_one("#too-small")
-        assert app.plan.too_small and notice.display
+        await until(pilot, lambda: app.plan.too_small and notice.display)
         text = str(notice.render())
         assert f"at least {layout.MIN_SIZE[0]}x{layout.MIN_SIZE[1]}" in text and "50x15" in text
         await pilot.resize_terminal(120, 40)
-        await pilot.pause()
-        assert app.plan.mode == "wide" and fully_visible(app, app.bars)
+        await until(pilot, lambda: app.plan.mode == "wide" and fully_visible(app, app.bars))
         await pilot.press("ctrl+q")
 
 
@@ -74,7 +74,7 @@ async def test_the_sample_grows_on_a_large_terminal(make_app) -> None:
     app = make_app(runner=FakeRunner(size=32), n=4)
     async with app.run_test(size=(200, 60)) as pilot:
         await run_to_end(pilot)
-        assert app.sample_view.factor == 2.0
+        await until(pilot, lambda: app.sample_view.factor == 2.0)
         assert app.sample_view.region.width >= 64
 
 
