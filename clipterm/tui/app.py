@@ -491,15 +491,17 @@ class ClipTermApp(App[None]):
     def pull_events(self) -> None:
         """Timer callback: show the newest event, if any (coalesced, bounded rate)."""
         event = self.controller.take_event()
-        if event is None or self.shown is not self.controller.current:
+        if event is None:
             return
         self.last_event = event
         self.events_shown += 1
-        record = self.shown
+        record = self.controller.current
         losses = record.losses[-1] if record is not None and record.losses else []
         with self.batch_update():
             self.status.show_text(describe_event(event, self._device_label or "?",
                                                  self._cuda_memory(), losses))
+            if self.shown is not record:  # another run is shown: only the status line moves
+                return
             had_samples = bool(self.grid.count)
             self.render_shown()
             if not had_samples and self.grid.count and not self.first_preview_at:
