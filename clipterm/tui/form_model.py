@@ -86,9 +86,12 @@ DEFAULT_VALUES: dict[str, str] = {
 _FIELD_OF_CONFIG = {"eta": "method", "grad_norm": "method", "train_steps": "steps"}
 # How the core names options where a user types them (CLI flags) -> the form's labels.
 _FLAG_LABELS = {flag: LABELS.get(name, name) for name, flag in OPTION_NAMES.items()}
-_FLAG_LABELS["--out"] = LABELS["out_dir"]
-_FLAG_RE = re.compile("|".join(re.escape(f) for f in sorted(_FLAG_LABELS, key=len, reverse=True))
-                      + r"(?![\w-])")
+_FLAG_LABELS.update({"--out": LABELS["out_dir"], "--model": LABELS["model"],
+                     "--device": LABELS["device"], "--steps": LABELS["steps"],
+                     "--seed": LABELS["seed"], "--batch": LABELS["batch"]})
+_FLAG_RE = re.compile("(?:" + "|".join(re.escape(f) for f in sorted(_FLAG_LABELS, key=len,
+                                                                   reverse=True))
+                      + r")(?![\w-])")
 
 Availability = Callable[[PackSpec], "str | None"]  # None when the weights are here, else why not
 

@@ -57,8 +57,16 @@ def test_core_messages_use_the_forms_words(model, values) -> None:
     assert readable("optimize does not use --scale, --guide-from") == \
         "optimize does not use Scale, Guide from"
     assert readable("--iters must be > 0; --init-image x") == "Iterations must be > 0; Init image x"
+    assert readable("--modelx and --model-dir stay") == "--modelx and --model-dir stay"
     state = model.read({**values, "prompt": "  "})
     assert state.error_field == "prompt" and "--" not in state.error
+
+
+def test_a_closed_vocabulary_pack_flags_the_prompt(model) -> None:
+    values = initial_values({"model": "digits"}, {})
+    state = model.read({**values, "prompt": "a cat"})
+    assert state.error_field == "prompt" and "only knows its 10 captions" in state.error
+    assert "--model" not in state.error
 
 
 def test_compare_and_save_to_are_checked_inline(model, values, tmp_path) -> None:
