@@ -19,9 +19,15 @@ from tests.adversarial.harness import (
     snapshot,
 )
 
-CONFIG = {"method": "contrastive", "prompt": "seven", "distractors": ["one", "two"], "n": 2,
-          "batch": 2, "steps": 5, "seed": 0, "sampler": "ddim", "eta": 0.0, "scale": 0.1,
-          "grad_norm": "rms", "clip_input": "x0", "guide_from": 1000}
+
+
+def config() -> dict:
+    """A run.json config as the core writes it today."""
+    from clipterm.api import make_config
+    from clipterm.packs import get_pack_spec
+
+    return make_config(get_pack_spec("digits"), prompt="seven", distractors=["one", "two"],
+                       method="contrastive", n=2, batch=2, steps=5, seed=0).to_dict()
 
 
 def write_run(folder: Path, run: object | None = None, samples: int = 2) -> Path:
@@ -33,7 +39,7 @@ def write_run(folder: Path, run: object | None = None, samples: int = 2) -> Path
         entries.append({"index": i, "file": name, "probs": {"seven": 0.8, "one": 0.1,
                                                             "two": 0.1}})
     if run is None:
-        run = {"clipterm": "run", "status": "complete", "pack": "digits", "config": CONFIG,
+        run = {"clipterm": "run", "status": "complete", "pack": "digits", "config": config(),
                "captions": ["seven", "one", "two"], "samples": entries,
                "prob_trace": [[1, 980, [0.3, 0.4, 0.3]], [5, 0, [0.8, 0.1, 0.1]]]}
     (folder / "run.json").write_text(run if isinstance(run, str) else json.dumps(run))
