@@ -5,14 +5,14 @@ Two renderers for the same data:
 - :func:`save_line_plot` writes a PNG with matplotlib (the optional ``plots`` extra; a missing
   matplotlib is a one-line :class:`~clipterm.errors.UserError`);
 - :func:`terminal_plot` draws the curves with unicode braille dots (2 x 4 dots per character
-  cell), coloured per series with rich styles; it needs nothing beyond rich.
+  cell), coloured per series with rich styles, with :mod:`clipterm.trace_plot` (the drawing the
+  app's live probability trace uses too); it needs nothing beyond rich.
 
 Data in: a :class:`Series` per curve (name, x values, y values, optional error bars).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,6 @@ from typing import Any
 
 from clipterm.errors import UserError
 from clipterm.sanitize import printable
-
-# Colours cycled over series (rich style names; matplotlib gets its own default cycle).
-TERMINAL_COLOURS = ("bright_red", "bright_green", "bright_blue", "bright_yellow", "bright_magenta",
-                    "bright_cyan", "red", "green", "blue", "yellow", "magenta", "cyan")
-_BRAILLE_BASE = 0x2800
-# Bit of the braille dot at (column, row) inside a 2 x 4 cell.
-_BRAILLE_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 
 
 @dataclass
@@ -214,114 +207,20 @@ def render_png(plot: LinePlot, size: tuple[float, float] = (6.4, 4.0)) -> bytes:
 
 
 # ----------------------------------------------------------------------------- terminal
-def _fmt(v: float) -> str:
-    if v == 0 or (1e-3 <= abs(v) < 1e5):
-        return f"{v:.4g}"
-    return f"{v:.2e}"
-
-
 def terminal_plot(plot: LinePlot, width: int = 60, height: int = 14) -> Any:
     """The curves as a rich ``Text`` of braille dots; ``.plain`` gives the uncoloured string.
 
     ``width`` x ``height`` is the drawing area in character cells (each 2 x 4 dots). Where curves
     cross, a cell takes the colour of the curve drawn last; the highlighted curve is drawn last.
+    Drawn by :func:`clipterm.trace_plot.draw_plot`, as the app draws its live trace.
     """
-    from rich.text import Text
+    from clipterm.trace_plot import Curve, curve_style, draw_plot
 
-    width, height = max(int(width), 8), max(int(height), 4)
-    order = sorted(range(len(plot.series)), key=lambda i: plot.series[i].highlight)
-    points = [(i, x, y) for i in order for x, y in zip(plot.series[i].xs, plot.series[i].ys,
-                                                      strict=True)
-              if _finite(x) and _finite(y) and (not plot.logx or x > 0)]
-    text = Text()
-    if plot.title:
-        text.append(plot.title + "\n", style="bold")
-    if not points:
-        text.append("(nothing to plot)\n")
-        return text
-
-    def tx(x: float) -> float:
-        return math.log10(x) if plot.logx else x
-
-    xs = [tx(p[1]) for p in points]
-    ys = [p[2] for p in points]
-    x_lo, x_hi = min(xs), max(xs)
-    y_lo, y_hi = plot.ylim if plot.ylim is not None else (min(ys), max(ys))
-    if x_hi == x_lo:
-        x_lo, x_hi = x_lo - 1, x_hi + 1
-    if y_hi == y_lo:
-        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-    dots_w, dots_h = width * 2, height * 4
-
-    def to_dot(x: float, y: float) -> tuple[int, int]:
-        fx = (tx(x) - x_lo) / (x_hi - x_lo)
-        if plot.invert_x:
-            fx = 1 - fx
-        fy = (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo)
-        return round(fx * (dots_w - 1)), round((1 - fy) * (dots_h - 1))
-
-    masks = [[0] * width for _ in range(height)]
-    owner: list[list[int | None]] = [[None] * width for _ in range(height)]
-
-    def dot(px: int, py: int, who: int) -> None:
-        cx, cy = px // 2, py // 4
-        masks[cy][cx] |= _BRAILLE_BITS[px % 2][py % 4]
-        owner[cy][cx] = who
-
-    for i in order:
-        s = plot.series[i]
-        pts = [to_dot(x, y) for x, y in zip(s.xs, s.ys, strict=True)
-               if _finite(x) and _finite(y) and (not plot.logx or x > 0)]
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-            n = max(abs(x1 - x0), abs(y1 - y0), 1)
-            for k in range(n + 1):
-                dot(round(x0 + (x1 - x0) * k / n), round(y0 + (y1 - y0) * k / n), i)
-        if len(pts) == 1:
-            dot(*pts[0], i)
-
-    labels = {0: _fmt(y_hi), height // 2: _fmt((y_lo + y_hi) / 2), height - 1: _fmt(y_lo)}
-    pad = max(len(v) for v in labels.values())
-    if plot.ylabel:
-        text.append(f"{plot.ylabel}\n", style="dim")
-    for row in range(height):
-        text.append(f"{labels.get(row, ''):>{pad}} ┤" if row in labels else f"{'':>{pad}} │")
-        run, run_style = "", ""
-        for col in range(width):  # consecutive cells of one colour become one styled run
-            who = owner[row][col]
-            char = chr(_BRAILLE_BASE + masks[row][col]) if masks[row][col] else " "
-            style = _colour(who, plot.series) if who is not None else ""
-            if style != run_style and run:
-                text.append(run, style=run_style)
-                run = ""
-            run, run_style = run + char, style
-        text.append(run + "\n", style=run_style)
-    text.append(f"{'':>{pad}} └" + "─" * width + "\n")
-    left, right = (x_hi, x_lo) if plot.invert_x else (x_lo, x_hi)
-    lo_label = _fmt(10**left if plot.logx else left)
-    hi_label = _fmt(10**right if plot.logx else right)
-    middle = plot.xlabel + (" (log)" if plot.logx else "")
-    gap = max(width - len(lo_label) - len(hi_label) - len(middle), 2)
-    text.append(f"{'':>{pad}}  {lo_label}{' ' * (gap // 2)}{middle}"
-                f"{' ' * (gap - gap // 2)}{hi_label}\n", style="dim")
-    for i, s in enumerate(plot.series):
-        last = f" {_fmt(s.ys[-1])}" if s.ys else ""
-        text.append("  ■ ", style=_colour(i, plot.series))
-        text.append(f"{s.name}{last}\n", style="bold" if s.highlight else "")
-    for note in plot.notes:
-        text.append(f"  {note}\n", style="dim")
-    return text
-
-
-def _colour(index: int, series: Sequence[Series]) -> str:
-    style = TERMINAL_COLOURS[index % len(TERMINAL_COLOURS)]
-    return f"bold {style}" if series[index].highlight else style
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+    curves = [Curve(s.name, s.xs, s.ys, curve_style(i, s.highlight), s.highlight)
+              for i, s in enumerate(plot.series)]
+    return draw_plot(curves, width, height, title=plot.title, xlabel=plot.xlabel,
+                     ylabel=plot.ylabel, ylim=plot.ylim, logx=plot.logx, invert_x=plot.invert_x,
+                     notes=plot.notes)
 
 
 def print_terminal_plot(plot: LinePlot, width: int | None = None, height: int = 14) -> None:
