@@ -13,6 +13,7 @@ Data in: a :class:`Series` per curve (name, x values, y values, optional error b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -162,8 +162,12 @@ def test_from_a_run_folder_with_overrides(tiny_pack, tmp_path, capsys):
 def test_from_damaged_records_is_one_line(tiny_pack, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"pack": str(tiny_pack), "config": {"method": 5}}))
+    (run / "run.json").write_text(json.dumps({"clipterm": "run", "status": "complete",
+                                              "pack": str(tiny_pack), "config": {"method": 5},
+                                              "samples": []}))
     assert_user_error(run_cli(["generate", "--from", str(run)], capsys), "not valid")
+    (run / "run.json").write_text(json.dumps({"config": {}}))
+    assert_user_error(run_cli(["generate", "--from", str(run)], capsys), "not a clipterm run")
     assert_user_error(run_cli(["generate", "--from", str(tmp_path / "nope")], capsys),
                       "no such run folder")
 

@@ -20,7 +20,6 @@ from tests.adversarial.harness import (
 )
 
 
-
 def config() -> dict:
     """A run.json config as the core writes it today."""
     from clipterm.api import make_config
