@@ -48,8 +48,9 @@ from clipterm.optimize import optimize_iteration
 from clipterm.packs import PACKS_DIR, get_pack_spec
 from clipterm.reporting import Reporter
 from clipterm.runtime import DEFAULT_CPU_RUNTIME as REFERENCE_RUNTIME
-from clipterm.runtime import Runtime
+from clipterm.runtime import Runtime, is_out_of_memory
 from clipterm.sampling import sample
+from clipterm.sanitize import printable
 from clipterm.schedule import make_schedule
 from clipterm.seeds import initial_noise
 
@@ -383,7 +384,9 @@ def optimize_memory(pack: LoadedPack, batch: int, steps: int, use_checkpoint: bo
                        peak_bytes=None, peak_above_start_bytes=rise,
                        seconds=time.perf_counter() - t0)
         row["oom"] = False
-    except torch.cuda.OutOfMemoryError:
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
         row.update(oom=True, measure="torch.cuda.max_memory_allocated", peak_bytes=None,
                    peak_above_start_bytes=None)
     finally:
@@ -457,6 +460,11 @@ class BenchOptions:
         for name in ("batch", "steps_timed", "warmup", "optimize_memory_batch", "agreement_n"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.agreement_steps < 0:
+            raise UserError("--agreement-steps must be >= 0")
+        if self.random_weights and get_pack_spec(self.model).name != "cifar10":
+            raise UserError("--random-weights builds the cifar10 architectures only: use "
+                            "--model cifar10")
         if self.precision is not None and self.precision not in ("fp32", "bf16"):
             raise UserError("--precision must be fp32 or bf16")
         if self.clip_input not in ("x0", "xt"):
@@ -596,6 +604,43 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
     return report
 
 
+# ----------------------------------------------------------------------------- the report file
+def check_report_path(path: str | Path) -> Path:
+    """Check, before the benchmark runs, that its JSON report can be written at ``path``: a new
+    file (nothing is ever replaced) in a folder that exists and is writable."""
+    import tempfile
+
+    target = Path(path).expanduser()
+    shown = printable(target)
+    if target.is_dir():
+        raise UserError(f"--out {shown} is a folder: give a file name, e.g. {shown}/bench.json")
+    if target.exists() or target.is_symlink():
+        raise UserError(f"--out {shown} exists: clipterm never replaces a file, choose a new name")
+    if not target.parent.is_dir():
+        raise UserError(f"--out {shown}: the folder {printable(target.parent)} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"--out {shown}: cannot write in {printable(target.parent)} "
+                        f"({exc.strerror or exc})") from None
+    return target
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the report as strict JSON to the new file ``path`` (atomically, never replacing)."""
+    from clipterm.output import atomic_write_bytes, json_text
+
+    try:
+        atomic_write_bytes(path, json_text(report).encode(), replace=False)
+    except FileExistsError:
+        raise UserError(f"--out {printable(path)} appeared while the benchmark ran: not "
+                        "replaced") from None
+    except OSError as exc:
+        raise UserError(f"could not write --out {printable(path)}: {exc.strerror or exc}"
+                        ) from None
+
+
 # ----------------------------------------------------------------------------- text
 def _fmt_s(v: float | None) -> str:
     if v is None:
@@ -683,6 +728,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the JSON report")
     a = p.parse_args(argv)
+    try:
+        out = check_report_path(a.out) if a.out else None
+    except UserError as exc:
+        print(f"clipterm bench: error: {exc}", file=sys.stderr)
+        return 2
     opts = BenchOptions(
         model=a.model, random_weights=a.random_weights,
         methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), batch=a.batch,
@@ -695,13 +745,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         report = run_bench(opts, log=lambda m: print(f"clipterm bench: {m}", file=sys.stderr, flush=True))
+        if out is not None:
+            write_report(out, report)
     except UserError as exc:
         print(f"clipterm bench: error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text if a.json else format_report(report))
+    from clipterm.output import json_text
+
+    print(json_text(report).rstrip("\n") if a.json else format_report(report))
     return 0
 
 

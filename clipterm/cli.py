@@ -24,6 +24,7 @@ from clipterm.commands.common import (
 from clipterm.commands.compare import compare
 from clipterm.commands.generate import generate
 from clipterm.commands.models import models
+from clipterm.commands.open import open_run
 from clipterm.errors import RunFailed, UserError
 from clipterm.sanitize import printable
 
@@ -78,6 +79,7 @@ def _root(
 app.command()(generate)
 app.command()(compare)
 app.command()(models)
+app.command("open")(open_run)
 eval_command.register(app)
 sweep_command.register(app)
 bench_command.register(app)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipterm.events import RunResult
 from clipterm.output import (
     atomic_write_bytes,
@@ -16,8 +18,41 @@ from clipterm.output import (
     save_png,
     slug,
 )
+from clipterm.sanitize import printable, quoted
 
 GRID_COLUMNS = 16
+LABEL_MIN_ROW_PX = 24  # rows are enlarged (nearest) until a label fits beside them
+
+
+def labelled_rows_grid(rows: Sequence[np.ndarray], labels: Sequence[str], *,
+                       scale: int | None = None, font_size: int = 12) -> np.ndarray:
+    """One row of images per entry (:func:`clipterm.output.rows_grid`), each with its label
+    on the left (white on black). Small images are enlarged by a whole factor (nearest
+    neighbour, pixels stay exact) so a label fits a row; ``scale`` forces the factor."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grid = rows_grid(rows)
+    row_h = grid.shape[0] / len(rows)
+    factor = scale or max(1, -(-LABEL_MIN_ROW_PX // int(row_h)))
+    img = Image.fromarray(grid)
+    if factor > 1:
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: the bitmap font
+        font = ImageFont.load_default()
+    shown = [printable(label, 28) for label in labels]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [probe.textbbox((0, 0), text, font=font) for text in shown]
+    margin = max((b[2] - b[0] for b in boxes), default=0) + 12
+    canvas = Image.new("RGB", (img.width + margin, img.height), (0, 0, 0))
+    canvas.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    step = img.height / len(rows)
+    for i, (text, box) in enumerate(zip(shown, boxes, strict=True)):
+        top = step * i + (step - (box[3] - box[1])) / 2 - box[1]
+        draw.text((6, int(top)), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
 
 
 def compare_table(results: Sequence[tuple[RunResult, Path]], evaluator: Any = None) -> dict[str, Any]:
@@ -71,33 +106,35 @@ def table_markdown(table: dict[str, Any]) -> str:
     if has_eval:
         head += EVAL_HEAD
     lines = [
-        f"prompt: {table['prompt']!r}; captions: {', '.join(table['captions'])}; "
-        f"seed {table['seed']}; device {table['device']}",
+        f"prompt: {quoted(table['prompt'], 80)}; captions: "
+        f"{', '.join(printable(c, 40) for c in table['captions'])}; "
+        f"seed {table['seed']}; device {printable(table['device'])}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for r in rows:
-        cells = [r["method"], str(r["n"]), f"{r['seconds']:.2f}",
+        cells = [printable(r["method"]), str(r["n"]), f"{r['seconds']:.2f}",
                  f"{r['seconds_per_sample']:.3f}" if r["seconds_per_sample"] is not None else "-",
                  f"{r['mean_target_prob']:.3f}" if r["mean_target_prob"] is not None else "-"]
         if has_eval:
             cells += eval_cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     if table.get("evaluation"):
-        lines += ["", f"evaluation: {table['evaluation']}"]
+        lines += ["", f"evaluation: {printable(table['evaluation'])}"]
     return "\n".join(lines) + "\n"
 
 
 def write_compare(out_root: Path, pack_name: str, results: Sequence[tuple[RunResult, Path]],
                   table: dict[str, Any]) -> Path:
-    """A folder with grid.png (a row per method), table.md and table.json."""
+    """A folder with grid.png (a row per method, labelled), table.md and table.json."""
     folder = new_run_dir(out_root, f"compare-{slug(table['prompt'])}")
-    rows = [r.images[:GRID_COLUMNS] for r, _ in results if len(r.images)]
-    if rows:
-        save_png(folder / "grid.png", rows_grid(rows))
+    shown = [(r.images[:GRID_COLUMNS], r.config.method) for r, _ in results if len(r.images)]
+    if shown:
+        save_png(folder / "grid.png", labelled_rows_grid([imgs for imgs, _ in shown],
+                                                         [m for _, m in shown]), replace=False)
     table = dict(table, pack=pack_name, created=_dt.datetime.now().isoformat(timespec="seconds"),
-                 grid_rows=[r.config.method for r, _ in results if len(r.images)])
-    atomic_write_json(folder / "table.json", table)
-    atomic_write_bytes(folder / "table.md", table_markdown(table).encode())
+                 grid_rows=[m for _, m in shown])
+    atomic_write_json(folder / "table.json", table, replace=False)
+    atomic_write_bytes(folder / "table.md", table_markdown(table).encode(), replace=False)
     return folder

@@ -43,15 +43,37 @@ import numpy as np
 
 from clipterm.errors import ConfigError
 from clipterm.metrics import FEATURE_KINDS
+from clipterm.sanitize import printable, quoted
 
 DEFAULT_SUBSET_CAP = 50
 DEFAULT_SUBSETS = 100
+MAX_SUBSETS = 10_000
+MAX_SEED = 2**63 - 1
 REAL_DATA_PREFIX = {"sklearn-digits": "digits", "digits": "digits", "cifar10": "cifar10"}
 
 
 def default_subset_size(n_generated: int, n_real: int) -> int:
     """``min(50, n_generated, n_real)``: see the module docstring for why."""
     return min(DEFAULT_SUBSET_CAP, int(n_generated), int(n_real))
+
+
+def check_options(features: str, subset_size: int | None, subsets: int, seed: int) -> str:
+    """Check the evaluation options alone (before anything is loaded); returns the feature
+    kind, normalised. Each problem is a one-line :class:`ConfigError`."""
+    kind = (features or "judge").strip().lower()
+    if kind not in FEATURE_KINDS:
+        raise ConfigError(f"unknown features {quoted(features, 40)}: choose "
+                          f"{', '.join(FEATURE_KINDS)}", field="features")
+    if not 1 <= int(subsets) <= MAX_SUBSETS:
+        raise ConfigError(f"--subsets must be a whole number in 1..{MAX_SUBSETS} (got {subsets})",
+                          field="subsets")
+    if subset_size is not None and int(subset_size) < 2:
+        raise ConfigError(f"KID subset size must be at least 2 (got {subset_size})",
+                          field="subset_size")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"the KID seed must be a whole number in 0..2**63-1 (got {seed})",
+                          field="seed")
+    return kind
 
 
 def default_real_spec(pack_spec: Any, prompt: str) -> str:
@@ -64,14 +86,14 @@ def default_real_spec(pack_spec: Any, prompt: str) -> str:
     prefix = REAL_DATA_PREFIX.get(str(real_data).lower()) if real_data else None
     if prefix is None:
         raise ConfigError(
-            f"the pack {getattr(pack_spec, 'name', '?')!r} names no real data to compare with: "
+            f"the pack {quoted(getattr(pack_spec, 'name', '?'), 60)} names no real data to compare with: "
             "pass --real FOLDER (a folder of real images of the target class)"
         )
     classes = [c.casefold() for c in getattr(pack_spec, "captions", ())]
     key = prompt.strip().casefold()
     if classes and key not in classes:
         raise ConfigError(
-            f"the prompt {prompt!r} is not one of the {prefix} classes, so there are no real images "
+            f"the prompt {quoted(prompt, 60)} is not one of the {prefix} classes, so there are no real images "
             f"of it: pass --real {prefix}:CLASS or --real FOLDER"
         )
     return f"{prefix}:{prompt.strip()}"
@@ -132,15 +154,11 @@ class Evaluator:
         """
         from clipterm.realdata import load_real_images
 
-        features = (features or "judge").strip().lower()
-        if features not in FEATURE_KINDS:
-            raise ConfigError(f"unknown features {features!r}: choose {', '.join(FEATURE_KINDS)}")
-        if int(subsets) < 1:
-            raise ConfigError(f"KID needs at least 1 subset (got {subsets})")
+        features = check_options(features, subset_size, subsets, seed)
         judge = getattr(pack, "judge", None)
         if features == "judge" and judge is None:
             raise ConfigError(
-                f"the pack {pack.name!r} has no judge, so --features judge is not available: "
+                f"the pack {quoted(pack.name, 60)} has no judge, so --features judge is not available: "
                 "use --features clip or --features inception"
             )
         spec = real or default_real_spec(pack.spec, prompt)
@@ -151,15 +169,15 @@ class Evaluator:
         if subset_size is not None:
             _check_subset(int(subset_size), n_real if n is None else int(n), n_real)
 
-        module, scale = _feature_module(features, pack, inception_weights)
+        module, scale = _feature_module(features, pack, inception_weights, download)
         target_index = judge_class_index(judge, prompt) if judge is not None else None
         notes = []
         if judge is not None and target_index is None:
-            notes.append(f"the judge has no class {prompt!r}: no judged share")
+            notes.append(f"the judge has no class {quoted(prompt.strip(), 60)}: no judged share")
         if features == "clip":
             notes.append("CLIP features come from the guiding CLIP, which guided samples are "
                          "pushed to please: prefer judge or inception features")
-        label = spec if ":" in spec else str(Path(spec).expanduser())
+        label = printable(spec if ":" in spec else Path(spec).expanduser())
         ev = cls(
             features=features,
             feature_module=module,
@@ -233,7 +251,7 @@ class Evaluator:
                 f"({self.real_label}), {size}, {self.subsets} subsets, seed {self.seed}; "
                 "± is the population std over subsets")
         if self.judge is not None and self.target_index is not None:
-            text += f"; judged share = fraction the judge classifies as {self.prompt!r}"
+            text += f"; judged share = fraction the judge classifies as {quoted(self.prompt, 60)}"
         for note in self.notes:
             text += f"; {note}"
         return text
@@ -246,18 +264,16 @@ def _check_subset(subset_size: int, n_generated: int, n_real: int) -> None:
     check_subset_size(int(subset_size), int(n_generated), int(n_real))
 
 
-def _feature_module(features: str, pack: Any, inception_weights: str | Path | None
-                    ) -> tuple[Any, str]:
+def _feature_module(features: str, pack: Any, inception_weights: str | Path | None,
+                    download: bool = False) -> tuple[Any, str]:
     from clipterm import metrics
 
     if features == "judge":
         return metrics.JudgeFeatures(pack.judge), "raw"
     if features == "clip":
-        mean, std = pack.clip_mean_std
-        module = metrics.ClipFeatures(pack.clip, mean.flatten().cpu(), std.flatten().cpu(),
-                                      pack.clip_image_size)
-        return module, "unit*sqrt(d)"
-    return metrics.inception_features(inception_weights, device=pack.device), "raw"
+        return metrics.ClipFeatures(pack), "unit*sqrt(d)"
+    return metrics.inception_features(inception_weights, device=pack.device,
+                                      download=download), "raw"
 
 
 def _extract(module: Any, images: Any, scale: str) -> Any:

@@ -87,6 +87,15 @@ class RunResult:
     def captions(self) -> tuple[str, ...]:
         return self.config.captions
 
+    def subset(self, keep: set[int]) -> RunResult:
+        """The same result holding only the samples whose index is in ``keep``."""
+        from dataclasses import replace
+
+        mask = np.isin(self.indices, sorted(keep))
+        return replace(self, images=self.images[mask], probs=self.probs[mask],
+                       indices=self.indices[mask],
+                       nonfinite_samples=[i for i in self.nonfinite_samples if i in keep])
+
     @property
     def target_probs(self) -> np.ndarray:
         return self.probs[:, 0] if len(self.probs) else np.zeros(0, dtype=np.float32)

@@ -32,6 +32,14 @@ def contrastive_log_prob(
     return caption_logits(image_emb, text_emb, logit_scale).log_softmax(dim=-1)[:, 0]
 
 
+def weighted_contrastive(image_emb: torch.Tensor, caption_emb: torch.Tensor,
+                         logit_scale: torch.Tensor | float, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over the targets (the first ``len(weights)`` captions) of weight * log p(target | image),
+    p the softmax over all captions: [B]."""
+    logp = caption_logits(image_emb, caption_emb, logit_scale).log_softmax(dim=-1)
+    return (logp[:, : len(weights)] * weights).sum(dim=-1)
+
+
 def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared great-circle distance on the unit sphere, halved-angle form: 2 * asin(|a-b|/2)^2.
 
@@ -44,6 +52,13 @@ def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def spherical_objective(image_emb: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
     """What spherical guidance ascends: minus the spherical distance to the target, [B]."""
     return -spherical_distance(image_emb, target_emb)
+
+
+def weighted_spherical(image_emb: torch.Tensor, target_emb: torch.Tensor,
+                       weights: torch.Tensor) -> torch.Tensor:
+    """Minus the weighted sum of spherical distances to the targets [T, D]: [B]."""
+    d = torch.stack([spherical_distance(image_emb, t) for t in target_emb], dim=-1)
+    return -(d * weights).sum(dim=-1)
 
 
 def cosine_distance(image_emb: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:

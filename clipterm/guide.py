@@ -80,6 +80,16 @@ def check_captions(pack: Any, captions: tuple[str, ...]) -> list[str]:
     return notes
 
 
+@torch.no_grad()
+def image_prompt_embedding(pack: Any, path: str) -> torch.Tensor:
+    """CLIP's unit-norm embedding [1, D] of an image file (resized to CLIP's input, antialiased)."""
+    from clipterm.images import load_image01
+
+    size = pack.clip_image_size
+    img = torch.from_numpy(load_image01(path, size, 3, "image prompt")).unsqueeze(0)
+    return encode_images(pack, img.to(pack.device))
+
+
 class CaptionScorer:
     """CLIP's probabilities over a run's captions (target first), from embeddings or images."""
 
@@ -99,7 +109,12 @@ class CaptionScorer:
 
 
 class Guide:
-    """The guidance of one run: ``guide(x, t, abar_t) -> (eps, grad, probs)``."""
+    """The guidance of one run: ``guide(x, t, abar_t) -> (eps, grad, probs)``.
+
+    With one prompt the objective is the poster's: the contrastive log-probability of the prompt
+    among the captions, or minus the spherical distance to it. With weighted prompts (and an
+    image prompt, whose CLIP embedding is one more target) it is their weighted sum.
+    """
 
     def __init__(self, pack: Any, cfg: RunConfig, scorer: CaptionScorer,
                  runtime: Runtime = DEFAULT_CPU_RUNTIME):
@@ -108,6 +123,16 @@ class Guide:
         self.scorer = scorer
         self.runtime = runtime
         self.nonfinite = torch.zeros((), dtype=torch.long, device=pack.device)
+        n_targets = len(cfg.targets)
+        targets = scorer.text_emb[:n_targets]
+        weights = list(cfg.target_weights)
+        if cfg.image_prompt is not None:
+            targets = torch.cat([targets, image_prompt_embedding(pack, cfg.image_prompt).to(targets)])
+            weights.append(float(cfg.image_weight or 1.0))
+        self.target_emb = targets
+        # contrastive: the targets (text, then image) first, then the distractors
+        self.caption_emb = torch.cat([targets, scorer.text_emb[n_targets:]])
+        self.weights = torch.tensor(weights, device=pack.device, dtype=targets.dtype)
         self.indices: tuple[int, ...] | None = None  # the batch's samples (None: 0..B-1)
 
     def bind(self, indices: Sequence[int]) -> Guide:
@@ -128,14 +153,21 @@ class Guide:
         return make_views(image, self.pack.clip_image_size, self.cfg.cutouts,
                           float(self.cfg.cut_pow), bool(self.cfg.augment), seeds)
 
-    def active_at(self, t: int) -> bool:
-        return t < self.cfg.guide_from
+    def active_at(self, k: int, t: int) -> bool:
+        """Whether step ``k`` (timestep ``t``) is guided: below guide-from, every k-th step."""
+        return t < self.cfg.guide_from and k % self.cfg.guide_every == 0
 
     def objective(self, emb: torch.Tensor) -> torch.Tensor:
         """What guidance ascends, one value per sample."""
+        if not self.cfg.weighted:
+            if self.cfg.method == "contrastive":
+                return guidance.contrastive_log_prob(emb, self.scorer.text_emb,
+                                                     self.scorer.logit_scale)
+            return guidance.spherical_objective(emb, self.scorer.text_emb[0])
         if self.cfg.method == "contrastive":
-            return guidance.contrastive_log_prob(emb, self.scorer.text_emb, self.scorer.logit_scale)
-        return guidance.spherical_objective(emb, self.scorer.text_emb[0])
+            return guidance.weighted_contrastive(emb, self.caption_emb, self.scorer.logit_scale,
+                                                 self.weights)
+        return guidance.weighted_spherical(emb, self.target_emb, self.weights)
 
     def forward(self, x_in: torch.Tensor, t: int | torch.Tensor, abar_t: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

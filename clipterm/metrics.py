@@ -24,18 +24,19 @@ taken to be in [0, 1]. numpy arrays are ``[N, H, W, 3]`` (the PIL/PNG layout) an
 
 from __future__ import annotations
 
+import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from clipterm.errors import ConfigError, ModelUnavailableError
+from clipterm.errors import ConfigError, ModelUnavailableError, UserError
+from clipterm.sanitize import printable
 
 FEATURE_KINDS = ("judge", "clip", "inception")
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -144,13 +145,6 @@ def _module_device(module: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _module_dtype(module: Any) -> torch.dtype:
-    try:
-        return next(module.parameters()).dtype
-    except (StopIteration, AttributeError):
-        return torch.float32
-
-
 class JudgeFeatures(nn.Module):
     """Penultimate features of the digits judge: images ``[N, 3, H, W]`` -> ``[N, d]`` float32.
 
@@ -177,42 +171,21 @@ class JudgeFeatures(nn.Module):
 class ClipFeatures(nn.Module):
     """Unit-norm CLIP image embeddings: images ``[N, 3, H, W]`` -> ``[N, D]`` float32.
 
-    Preprocessing matches the guidance path: [0, 1] -> bicubic resize to ``image_size`` ->
-    ``(x - mean) / std`` -> ``encode_image`` -> L2 normalisation. Use a different CLIP from the one
-    that guided the samples, or the score rewards fooling the guide.
+    The embeddings come from the pack's own encode path (``pack.encode_image``: the resize and
+    normalisation that guidance uses), so features and guidance see images the same way. Use a different CLIP from the one that guided the samples, or the score
+    rewards fooling the guide.
     """
 
-    def __init__(
-        self,
-        clip_model: Any,
-        mean: Sequence[float] | torch.Tensor,
-        std: Sequence[float] | torch.Tensor,
-        image_size: int,
-        batch_size: int = 64,
-    ) -> None:
+    def __init__(self, pack: Any, batch_size: int = 64) -> None:
         super().__init__()
-        self.clip_model = clip_model
-        self.register_buffer(
-            "mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        )
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.image_size = int(image_size)
+        self.pack = pack
         self.batch_size = batch_size
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        device = _module_device(self.clip_model)
-        dtype = _module_dtype(self.clip_model)
-        mean, std = self.mean.to(device), self.std.to(device)
-        out = []
-        for chunk in images.split(self.batch_size):
-            x = _unit_float(chunk).to(device)
-            if x.shape[-2:] != (self.image_size, self.image_size):
-                size = (self.image_size, self.image_size)
-                x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-            x = ((x - mean) / std).to(dtype)
-            emb = self.clip_model.encode_image(x).float()
-            out.append(F.normalize(emb, dim=-1).cpu())
+        device = self.pack.device
+        out = [self.pack.encode_image(_unit_float(chunk).to(device)).float().cpu()
+               for chunk in images.split(self.batch_size)]
         return torch.cat(out)
 
 
@@ -234,15 +207,70 @@ class _Uint8Inputs(nn.Module):
         return torch.cat(out)
 
 
+def inception_weights_path(weights_path: str | Path | None = None) -> Path:
+    """The Inception weights file to read: ``weights_path``, else torch-fidelity's file in
+    torch's hub cache (``$TORCH_HOME/hub/checkpoints``)."""
+    if weights_path is not None:
+        return Path(weights_path).expanduser()
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
+def read_inception_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The Inception weights at ``path``, as plain tensors: a safetensors file, or a PyTorch
+    pickle read with ``weights_only=True`` (a pickle that would run code is refused before any
+    of it runs). One-line :class:`UserError` for anything else."""
+    from clipterm.packs.weights import read_pickled_state_dict
+
+    what = "Inception weights"
+    try:
+        if not path.is_file():
+            raise ModelUnavailableError(f"{what} not found: {printable(path)}")
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {printable(path)}: {exc.strerror or exc}") from None
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except OSError as exc:
+            raise UserError(f"cannot read {what} {printable(path)}: "
+                            f"{exc.strerror or exc}") from None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and the parser's complaints
+            raise UserError(f"{what} {printable(path)} is not a valid safetensors file: "
+                            f"{_first_line(exc)}") from None
+    return read_pickled_state_dict(path, what)
+
+
+def download_inception_weights() -> Path:
+    """Fetch torch-fidelity's Inception weights into torch's hub cache (checked against the
+    hash in their name); returns the file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    path = inception_weights_path(None)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(URL_INCEPTION_V3, str(path), hash_prefix="6726825d",
+                                       progress=False)
+    except (OSError, RuntimeError) as exc:  # no network; a hash mismatch is a RuntimeError
+        raise ModelUnavailableError(f"could not download the Inception weights to "
+                                    f"{printable(path)}: {_first_line(exc)}") from None
+    return path
+
+
 def inception_features(
-    weights_path: str | Path | None = None, device: str | torch.device = "cpu"
+    weights_path: str | Path | None = None, device: str | torch.device = "cpu",
+    download: bool = False,
 ) -> nn.Module:
     """torchmetrics' default KID features (Inception-v3, 2048-d pool features, torch-fidelity).
 
-    ``weights_path`` is a local copy of ``weights-inception-2015-12-05-6726825d.pth``; without
-    it torch-fidelity loads the weights from torch's hub cache, downloading them on first use
-    when this machine has internet. Missing torch-fidelity or unreachable weights raise a one-line
-    :class:`ModelUnavailableError`.
+    ``weights_path`` is a local copy of ``weights-inception-2015-12-05-6726825d.pth`` (or a
+    safetensors conversion of it); without it, the copy in torch's hub cache, fetched there
+    first when ``download`` is true. The file is read by clipterm (safetensors, or
+    ``weights_only=True``), never by torch-fidelity's own loader (which unpickles with
+    ``weights_only=False``): the library gets the checked tensors, re-serialised in memory.
+    Missing torch-fidelity, missing or unreadable weights raise one line.
     """
     try:
         import torch_fidelity  # noqa: F401
@@ -253,23 +281,34 @@ def inception_features(
         ) from None
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    if weights_path is not None and not Path(weights_path).is_file():
-        raise ModelUnavailableError(f"Inception weights file not found: {weights_path}")
-    try:
-        net = NoTrainInceptionV3(
-            name="inception-v3-compat",
-            features_list=["2048"],
-            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-        )
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; bad files are RuntimeErrors
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if weights_path is None and download:
+        download_inception_weights()
+    path = inception_weights_path(weights_path)
+    if weights_path is None and not path.is_file():
         raise ModelUnavailableError(
-            f"Inception weights unavailable ({reason}): on a machine with internet run once with "
-            f"--features inception to cache them at {hub}, or pass a local "
-            f"{INCEPTION_WEIGHTS_FILE}"
-        ) from None
+            f"the Inception weights are not in torch's hub cache ({printable(path)}): fetch "
+            f"them once with `clipterm eval RUN_DIR --features inception --download`, or copy "
+            f"{INCEPTION_WEIGHTS_FILE} there, or pass --inception-weights FILE to eval"
+        )
+    state = read_inception_state_dict(path)
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)  # plain tensors we hold: what the library unpickles is ours
+    buffer.seek(0)
+    try:
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                 feature_extractor_weights_path=buffer)  # type: ignore[arg-type]
+    except RuntimeError as exc:  # load_state_dict: missing or unexpected keys, wrong shapes
+        raise UserError(f"Inception weights {printable(path)} do not fit torch-fidelity's "
+                        f"Inception-v3: {_first_line(exc)}") from None
+    from clipterm.packs.weights import check_finite
+
+    check_finite(net, "Inception weights", path)
     return _Uint8Inputs(net.to(device))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return printable(lines[0] if lines else type(exc).__name__, 200)
 
 
 def extract_features(module: nn.Module, images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -332,55 +371,3 @@ def judge_scores(
         "histogram": [int(c) for c in histogram],
         "class_names": names,
     }
-
-
-# ----------------------------------------------------------------------------- combined
-def evaluate_images(
-    images_uint8: np.ndarray | torch.Tensor,
-    real_uint8: np.ndarray | torch.Tensor,
-    features: str,
-    subset_size: int,
-    subsets: int = 100,
-    judge: Any = None,
-    target_index: int | None = None,
-    clip: ClipFeatures | None = None,
-    seed: int = 0,
-    inception_weights: str | Path | None = None,
-) -> dict[str, Any]:
-    """KID on the chosen features, plus judge scores when a judge and a target are given.
-
-    ``images_uint8`` and ``real_uint8`` are ``[N, H, W, 3]`` numpy arrays (or ``[N, 3, H, W]``
-    tensors). ``features`` is ``judge`` (needs ``judge``), ``clip`` (needs ``clip``, a
-    :class:`ClipFeatures`) or ``inception`` (torch-fidelity).
-    """
-    gen = as_nchw_uint8(images_uint8)
-    real = as_nchw_uint8(real_uint8)
-    check_subset_size(int(subset_size), gen.shape[0], real.shape[0])
-    if features == "judge":
-        if judge is None:
-            raise ConfigError("--features judge needs a pack with a judge; use clip or inception")
-        extractor: nn.Module = JudgeFeatures(judge)
-    elif features == "clip":
-        if clip is None:
-            raise ConfigError("--features clip needs a CLIP model")
-        extractor = clip
-    elif features == "inception":
-        extractor = inception_features(inception_weights)
-    else:
-        raise ConfigError(f"unknown features {features!r}: choose {', '.join(FEATURE_KINDS)}")
-
-    mean, std = kid(extractor(gen), extractor(real), subset_size, subsets, seed)
-    result: dict[str, Any] = {
-        "features": features,
-        "n_generated": int(gen.shape[0]),
-        "n_real": int(real.shape[0]),
-        "subset_size": int(subset_size),
-        "subsets": int(subsets),
-        "seed": int(seed),
-        "kid_mean": mean,
-        "kid_std": std,
-        "judge": None,
-    }
-    if judge is not None and target_index is not None:
-        result["judge"] = judge_scores(judge, gen, target_index)
-    return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import io
 import json
 import math
@@ -38,10 +39,13 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from clipterm.animation import SUFFIX as ANIMATION_SUFFIX
+from clipterm.animation import FrameRecorder, fit_frame
+from clipterm.animation import encode as encode_animation
 from clipterm.config import RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult
-from clipterm.sanitize import printable
+from clipterm.sanitize import printable, quoted
 
 PNG_KEY = "clipterm"
 RUN_STATES = ("running", "complete", "incomplete", "aborted", "failed")
@@ -86,6 +90,11 @@ def check_out_dir(out_root: str | Path) -> Path:
 
 
 def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("clipterm", "torch", "diffusers", "open_clip_torch", "numpy", "pillow"):
         try:
@@ -196,9 +205,23 @@ def save_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None,
 
 
 def read_png_params(path: Path) -> dict[str, Any]:
-    """The parameters clipterm stored in a sample PNG."""
+    """The settings clipterm stored in a sample PNG (its ``clipterm`` JSON chunk), or a one-line
+    UserError."""
+    from clipterm.images import check_image
+
+    check_image(path, "image")
     with Image.open(path) as im:
-        return json.loads(im.text[PNG_KEY])
+        text = getattr(im, "text", {}).get(PNG_KEY)
+    if text is None:
+        raise UserError(f"{printable(path)} holds no clipterm settings (written with "
+                        "--no-metadata, or not by clipterm)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"the clipterm settings in {printable(path)} are not valid JSON") from None
+    if not isinstance(data, dict):
+        raise UserError(f"the clipterm settings in {printable(path)} are not a JSON object")
+    return data
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -239,10 +262,14 @@ class RunWriter:
     """
 
     def __init__(self, run_dir: Path, cfg: RunConfig, pack_name: str, *,
-                 header: dict[str, Any] | None = None, record: bool = True):
+                 header: dict[str, Any] | None = None, record: bool = True,
+                 metadata: bool = True, clip: str = "", pack_source: str = ""):
         self.dir = Path(run_dir)
         self.cfg = cfg
         self.pack_name = pack_name
+        self.pack_source = pack_source or pack_name
+        self.metadata = metadata
+        self.clip = clip
         self.header = dict(header or {})
         self.record = record
         self.created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -255,10 +282,30 @@ class RunWriter:
 
     @classmethod
     def create(cls, out_root: str | Path, cfg: RunConfig, pack_name: str,
-               header: dict[str, Any] | None = None) -> RunWriter:
-        """A writer for a new run folder under ``out_root``."""
-        run_dir = new_run_dir(Path(out_root), f"{cfg.method}-{slug(cfg.prompt)}")
-        return cls(run_dir, cfg, pack_name, header=header)
+               header: dict[str, Any] | None = None, *, label: str | None = None,
+               **options: Any) -> RunWriter:
+        """A writer for a new run folder under ``out_root``, named ``STAMP-METHOD-PROMPT`` and
+        ``label`` if given (``options``: metadata, clip, pack_source)."""
+        name = f"{cfg.method}-{slug(cfg.prompt)}" + (f"-{label}" if label else "")
+        run_dir = new_run_dir(Path(out_root), name)
+        return cls(run_dir, cfg, pack_name, header=header, **options)
+
+    def png_text(self, index: int, size: tuple[int, int], probs: dict[str, float]
+                 ) -> dict[str, str]:
+        """A sample's PNG text chunks: clipterm's settings as JSON, the web UIs' ``parameters``
+        and ``Software`` (none with ``metadata=False``)."""
+        if not self.metadata:
+            return {}
+        from clipterm.parameters import PARAMETERS_KEY, SOFTWARE_KEY, format_parameters
+
+        settings = {"pack": self.pack_name, "pack_source": self.pack_source,
+                    **self.cfg.to_dict(), "index": int(index), "probs": probs}
+        return {
+            PNG_KEY: json_text(settings),
+            PARAMETERS_KEY: format_parameters(self.cfg, index=index, size=size,
+                                              model=self.pack_name, clip=self.clip),
+            SOFTWARE_KEY: f"clipterm {package_versions()['clipterm']}",
+        }
 
     @property
     def samples(self) -> list[dict[str, Any]]:
@@ -275,12 +322,11 @@ class RunWriter:
     def add_batch(self, indices: Sequence[int], images: np.ndarray, probs: np.ndarray) -> None:
         """Write a finished batch's PNGs, then run.json listing them."""
         captions = self.cfg.captions
-        params = {"pack": self.pack_name, **self.cfg.to_dict()}
         for i, img, p in zip(indices, images, probs, strict=True):
             prob_map = {c: round(float(v), 6) for c, v in zip(captions, p, strict=True)}
-            text = json_text({**params, "index": int(i), "probs": prob_map})
             name = sample_name(i)
-            save_png(self.dir / name, img, {PNG_KEY: text}, replace=False)
+            text = self.png_text(int(i), (img.shape[1], img.shape[0]), prob_map)
+            save_png(self.dir / name, img, text, replace=False)
             with self._lock:
                 self._samples[int(i)] = {"index": int(i), "file": name, "probs": prob_map}
         if self.record:
@@ -315,6 +361,7 @@ class RunWriter:
             "status": self.status,
             "created": result.started if result is not None and result.started else self.created,
             "pack": self.pack_name,
+            "pack_source": self.pack_source,
             "config": self.cfg.to_dict(),
             "captions": list(self.cfg.captions),
             "versions": package_versions(),
@@ -362,26 +409,157 @@ def write_run(result: RunResult, out_root: str | Path, pack_name: str,
     return writer.finish(result)
 
 
+def write_animations(run_dir: Path, recorder: FrameRecorder, indices: Sequence[int], fmt: str,
+                     per_sample: bool = False, finals: np.ndarray | None = None,
+                     max_grid_side: int = 1024) -> list[str]:
+    """Write the grid animation (and one per sample) into ``run_dir``; returns the file names.
+
+    ``finals`` (the samples' final images, in ``indices`` order) end each animation exactly as
+    the saved samples look."""
+    if finals is not None:
+        recorder.end_with(indices, finals)
+    seqs = [recorder.frames_of(i) for i in indices]
+    seqs = [s for s in seqs if s]
+    if not seqs:
+        return []
+    n_frames = min(len(s) for s in seqs)
+    grid = [fit_frame(make_grid(np.stack([s[j] for s in seqs])), max_grid_side)
+            for j in range(n_frames)]
+    names = ["animation" + ANIMATION_SUFFIX[fmt]]
+    atomic_write_bytes(run_dir / names[0], encode_animation(grid, fmt), replace=False)
+    if per_sample:
+        for i in indices:
+            frames = recorder.frames_of(i)
+            if frames:
+                name = sample_name(i).removesuffix(".png") + "-animation" + ANIMATION_SUFFIX[fmt]
+                atomic_write_bytes(run_dir / name, encode_animation(frames, fmt), replace=False)
+                names.append(name)
+    return names
+
+
+MAX_RECORD_BYTES = 64 * 2**20  # a run.json larger than this is not one clipterm wrote
+
+
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
+    """A run folder's run.json as a dict, or a one-line UserError (nothing in it is trusted:
+    it must be a UTF-8 JSON object that says it is a clipterm run record). Values that are not
+    finite numbers (bare NaN from old versions, 1e999) read as None."""
+    folder = Path(run_dir).expanduser()
+    shown = printable(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{shown} {what} (a clipterm run folder holds run.json and sample PNGs)")
+    path = folder / "run.json"
+    if not path.exists():
+        raise UserError(f"{shown} is not a clipterm run folder (no run.json)")
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a clipterm run folder (no run.json)")
+        raise UserError(f"{printable(path)} is not a file")
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"{printable(path)} is a link leading outside the run folder: refused")
     try:
-        return json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise UserError(f"{printable(path)} is {size // 2**20} MiB: too large for a run record")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{printable(path)} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {printable(path)}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text, parse_constant=lambda _name: None)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc.msg}") from None
+        raise UserError(f"{printable(path)} is not valid JSON: {exc.msg} (line {exc.lineno})"
+                        ) from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting 10^5 deep
+        raise UserError(f"{printable(path)} is not valid JSON: "
+                        f"{printable(str(exc).split(';')[0], 80)}") from None
+    if not isinstance(data, dict) or data.get("clipterm") != "run":
+        raise UserError(f"{printable(path)} is not a clipterm run record "
+                        "(a JSON object with \"clipterm\": \"run\")")
+    return strict_json(data)
+
+
+def run_sample_files(run_dir: str | Path, info: dict[str, Any]) -> tuple[list[Path], list[str]]:
+    """The sample files run.json lists that are on disk, and the names of those that are not.
+
+    Reads are confined to the run folder: a listed name must be a plain file name inside it
+    (no ``..``, no absolute path, no symlink leading out); anything else is a one-line
+    UserError, as is a ``samples`` entry of the wrong shape or a file listed twice.
+    """
+    folder = Path(run_dir).expanduser()
+    root = folder.resolve()
+    samples = info.get("samples", [])
+    if samples is None:
+        samples = []
+    if not isinstance(samples, list):
+        raise UserError("run.json: samples must be a list")
+    found: list[Path] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+    for k, entry in enumerate(samples):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            raise UserError(f"run.json: samples[{k}] does not name its file (samples[].file)")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise UserError(f"run.json lists a sample outside the run folder: "
+                            f"{quoted(name, 80)}: refused")
+        path = folder / rel
+        try:
+            real = path.resolve(strict=True)
+        except FileNotFoundError:
+            missing.append(name)
+            continue
+        except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
+            raise UserError(f"run.json lists {quoted(name, 80)}, which cannot be opened: "
+                            f"{printable(getattr(exc, 'strerror', None) or exc, 80)}") from None
+        if not real.is_relative_to(root):
+            raise UserError(f"run.json lists {quoted(name, 80)}, which leads outside the run "
+                            "folder: refused")
+        if not real.is_file():
+            raise UserError(f"run.json lists {quoted(name, 80)}, which is not a file")
+        if real in seen:
+            raise UserError(f"run.json lists the sample {quoted(name, 80)} twice")
+        seen.add(real)
+        found.append(real)
+    return found, missing
+
+
+def read_sample_images(files: Sequence[Path]) -> np.ndarray:
+    """Sample PNGs as uint8 [N, H, W, 3]; each checked first (size, format, truncation), and
+    all of one size, or a one-line UserError naming the file."""
+    from clipterm.images import check_image
+
+    imgs: list[np.ndarray] = []
+    for path in files:
+        check_image(path, "sample")
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"sample {printable(path)} is damaged ({printable(exc, 120)})"
+                            ) from None
+        if imgs and rgb.shape != imgs[0].shape:
+            h0, w0 = imgs[0].shape[:2]
+            raise UserError(f"the samples differ in size: {printable(files[0].name)} is "
+                            f"{w0}x{h0}, {printable(path.name)} is {rgb.shape[1]}x{rgb.shape[0]}")
+        imgs.append(rgb)
+    if not imgs:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack(imgs)
 
 
 def load_run_images(run_dir: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The sample images of a run folder as uint8 [N, H, W, 3], with its run.json."""
+    """The sample images of a run folder as uint8 [N, H, W, 3], with its run.json; every
+    listed sample must be there (see :func:`run_sample_files` for what is refused)."""
     info = read_run(run_dir)
-    imgs = []
-    for s in info.get("samples", []):
-        with Image.open(Path(run_dir) / s["file"]) as im:
-            imgs.append(np.asarray(im.convert("RGB")))
-    if not imgs:
-        raise UserError(f"{run_dir} holds no samples")
-    return np.stack(imgs), info
+    files, missing = run_sample_files(run_dir, info)
+    if missing:
+        raise UserError(f"{printable(run_dir)}: {len(missing)} listed sample file(s) missing "
+                        f"({quoted(missing[0], 80)}{', ...' if len(missing) > 1 else ''})")
+    if not files:
+        raise UserError(f"{printable(run_dir)} holds no samples")
+    return read_sample_images(files), info
 
 
 def _json_default(o: Any) -> Any:

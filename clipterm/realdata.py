@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from clipterm.errors import ConfigError, ModelUnavailableError
+from clipterm.images import check_image
+from clipterm.sanitize import printable, quoted
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -67,14 +69,14 @@ def _class_index(name: str, classes: tuple[str, ...] | list[str], dataset: str) 
     if key in lowered:
         return lowered.index(key)
     raise ConfigError(
-        f"unknown {dataset} class {name!r}: choose one of {', '.join(classes)} "
+        f"unknown {dataset} class {quoted(name, 40)}: choose one of {', '.join(classes)} "
         f"(or an index 0..{len(classes) - 1})"
     )
 
 
 def _check_split(split: str, valid: tuple[str, ...]) -> None:
     if split not in valid:
-        raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(valid)}")
+        raise ConfigError(f"unknown split {quoted(split, 20)}: choose one of {', '.join(valid)}")
 
 
 def load_digits(class_name: str, image_size: int, split: str = "test") -> np.ndarray:
@@ -110,13 +112,13 @@ def load_cifar10(
             ds = CIFAR10(root=str(root), train=train, download=download)
         except RuntimeError:
             raise ModelUnavailableError(
-                f"CIFAR-10 is not under {root} (looked for cifar-10-batches-py): on a machine "
+                f"CIFAR-10 is not under {printable(root)} (looked for cifar-10-batches-py): on a machine "
                 "with internet run once with --download, or copy that folder there, or pass "
                 "--data-root DIR"
             ) from None
         except OSError as exc:  # download asked for but no network, disk full, ...
             raise ModelUnavailableError(
-                f"could not download CIFAR-10 to {root}: {exc}; copy cifar-10-batches-py there "
+                f"could not download CIFAR-10 to {printable(root)}: {printable(exc, 120)}; copy cifar-10-batches-py there "
                 "from a machine with internet"
             ) from None
         labels = np.asarray(ds.targets)
@@ -129,19 +131,26 @@ def load_folder(folder: str | Path, image_size: int) -> np.ndarray:
     path = Path(folder).expanduser()
     if not path.is_dir():
         hint = " (or digits:CLASS / cifar10:CLASS)" if ":" in str(folder) else ""
-        raise ConfigError(f"real-image folder not found: {path}{hint}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        raise ConfigError(f"real-image folder not found: {printable(path)}{hint}")
+    try:
+        files = sorted(p for p in path.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the real-image folder {printable(path)}: "
+                          f"{exc.strerror or exc}") from None
     if not files:
-        raise ConfigError(f"no PNG or JPEG images in {path}")
+        raise ConfigError(f"no PNG or JPEG images in {printable(path)}")
     out = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for i, file in enumerate(files):
+        check_image(file, "real image")  # size (decompression bombs), format, truncation
         try:
             with Image.open(file) as im:
                 im.load()
                 out[i] = np.asarray(_square(im.convert("RGB"), image_size))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"cannot read image {file}: {reason}") from None
+            raise ConfigError(f"cannot read image {printable(file)}: {printable(reason, 120)}"
+                              ) from None
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipterm.animation import FrameRecorder
 from clipterm.events import StepEvent
 
 EventCallback = Callable[[StepEvent], None]
@@ -25,10 +26,11 @@ EventCallback = Callable[[StepEvent], None]
 
 @dataclass(frozen=True)
 class Position:
-    """Where in the run a chain is: which batch, and its first sample's place."""
+    """Where in the run a chain is: which batch, its first sample's place, its sample indices."""
 
     batch_index: int
     offset: int
+    indices: tuple[int, ...] = ()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -48,8 +50,10 @@ class Reporter:
     """Turns the sampler's steps into StepEvents at a bounded rate and keeps the trace."""
 
     def __init__(self, on_event: EventCallback | None = None, *, interval: float = 0.1,
-                 trace_points: int = 50, clock: Callable[[], float] = time.perf_counter):
+                 trace_points: int = 50, clock: Callable[[], float] = time.perf_counter,
+                 frames: FrameRecorder | None = None):
         self.on_event = on_event
+        self.frames = frames
         self.interval = interval
         self.trace_points = max(1, trace_points)
         self.clock = clock
@@ -72,6 +76,15 @@ class Reporter:
         self.start = self._last_event = self.clock()
         self._async = async_copies
 
+    def start_chain(self, where: Position) -> None:
+        """A batch's chain starts (again, after an out-of-memory split)."""
+        if self.frames is not None:
+            self.frames.reset(where.indices)
+
+    @property
+    def wants_previews(self) -> bool:
+        return self.on_event is not None or self.frames is not None
+
     def due(self, step: int, total: int) -> bool:
         """Whether step ``step`` (1-based) of a chain of ``total`` is reported."""
         every = max(1, total // self.trace_points)
@@ -89,14 +102,14 @@ class Reporter:
                     loss=loss, elapsed=self._last_event - self.start)
         if not self._async:
             self._deliver(meta, None if probs is None else probs.detach().float().cpu().numpy(),
-                          to_uint8(x0) if self.on_event is not None else None, int(nonfinite))
+                          to_uint8(x0) if self.wants_previews else None, int(nonfinite))
             return
         # Start the copies now and hand the event over once they have landed.
         with torch.no_grad():
             host = {"nonfinite": torch.as_tensor(nonfinite, device=x0.device).clone()}
             if probs is not None:
                 host["probs"] = probs.detach().float()
-            if self.on_event is not None:
+            if self.wants_previews:
                 host["preview"] = to_uint8_device(x0)
             host = {k: v.to("cpu", non_blocking=True) for k, v in host.items()}
         done = torch.cuda.Event()
@@ -129,6 +142,8 @@ class Reporter:
         on_grid = step % every == 0 or step == total
         if where.batch_index == 0 and probs is not None and on_grid:
             self.prob_trace.append((step, meta["timestep"], probs.mean(axis=0).round(6).tolist()))
+        if self.frames is not None and on_grid and preview is not None:
+            self.frames.add(where.indices, preview)
         if self.on_event is None:
             return
         self.last_preview = preview

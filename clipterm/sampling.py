@@ -43,17 +43,19 @@ BatchCallback = Callable[[list[int], np.ndarray, np.ndarray], None]
 
 def reverse_chain(x: torch.Tensor, schedule: Schedule, eps_of: Callable[..., torch.Tensor],
                   guide: Guide | None, scale: float, noise: StepNoise,
-                  report: Callable[..., None], cancelled: Callable[[], bool]) -> torch.Tensor | None:
-    """From x_T down to x_0 (in [-1, 1]), guided when ``guide`` is given; None if cancelled."""
-    for k, t in enumerate(schedule.timesteps):
+                  report: Callable[..., None], cancelled: Callable[[], bool],
+                  start: int = 0) -> torch.Tensor | None:
+    """From x_t of step ``start`` (x_T by default) down to x_0 (in [-1, 1]), guided when
+    ``guide`` is given; None if cancelled."""
+    for k, t in enumerate(schedule.timesteps[start:], start):
         if cancelled():
             return None
-        guided = guide is not None and guide.active_at(t)
+        guided = guide is not None and guide.active_at(k, t)
         eps, grad, probs = guide(x, t, schedule.abar[k]) if guided else (eps_of(x, t), None, None)
         x, x0 = schedule.step(k, x, eps, noise() if schedule.stochastic else None)
         if grad is not None:  # after the model's x0 clip, as guided-diffusion's condition_mean
             x = x + schedule.guidance_shift(k, grad, scale)
-        report(k + 1, t, x0, probs)
+        report(k + 1 - start, t, x0, probs)
     return x
 
 
@@ -96,7 +98,8 @@ def sample(pack: Any, cfg: RunConfig, on_event: Callable[[StepEvent], None] | No
     oom_splits, b, offset, completed = 0, 0, 0, True
     while pending:
         chunk = pending.pop(0)
-        where = Position(b, offset)
+        where = Position(b, offset, tuple(chunk))
+        reporter.start_chain(where)
         try:
             with torch.no_grad():
                 x0 = _make_batch(pack, cfg, chunk, where, scorer, guide, schedule, runtime,
@@ -148,13 +151,23 @@ def _make_batch(pack: Any, cfg: RunConfig, chunk: list[int], where: Position,
                 reporter: Reporter, cancelled: Callable[[], bool], init: torch.Tensor | None,
                 losses: list[float] | None) -> torch.Tensor | None:
     shape = (pack.channels, pack.image_size, pack.image_size)
-    if init is not None:  # optimize from a DDIM-inverted image: every sample starts there
-        x_T = init.expand(len(chunk), -1, -1, -1).contiguous()
-    else:
-        x_T = initial_noise(cfg.seed, chunk, shape, pack.device)
+    x_T = initial_noise(cfg.seed, chunk, shape, pack.device)
     if cfg.method == "optimize":
+        if init is not None:  # from a DDIM-inverted image: every sample starts there
+            x_T = init.expand(len(chunk), -1, -1, -1).contiguous()
         return optimize_xT(pack, cfg, scorer, x_T, schedule, reporter, where, cancelled, losses)
-    total = len(schedule)
+    start = 0
+    if init is not None:  # SDEdit: the image noised to the start step with each sample's noise
+        start = start_step(schedule, cfg.strength, cfg.train_steps)
+        image = init.expand(len(chunk), -1, -1, -1)
+        if start == len(schedule):  # strength 0: nothing to re-run
+            reporter.report(phase="sample", step=1, total=1, timestep=0, where=where, x0=image,
+                            probs=scorer.probs_of(image))
+            return image.contiguous()
+        if start > 0:
+            abar = schedule.abar[start]
+            x_T = abar.sqrt() * image + (1 - abar).sqrt() * x_T
+    total = len(schedule) - start
     nonfinite = guide.nonfinite if guide is not None else 0
 
     def report(step: int, t: int, x0: torch.Tensor, probs: torch.Tensor | None) -> None:
@@ -170,17 +183,27 @@ def _make_batch(pack: Any, cfg: RunConfig, chunk: list[int], where: Position,
 
     noise = StepNoise(cfg.seed, chunk, shape, pack.device)
     guide = guide.bind(chunk) if guide is not None else None  # cutouts depend on (seed, i, t)
-    return reverse_chain(x_T, schedule, eps_of, guide, cfg.scale or 0.0, noise, report, cancelled)
+    return reverse_chain(x_T, schedule, eps_of, guide, cfg.scale or 0.0, noise, report, cancelled,
+                         start)
+
+
+def start_step(schedule: Schedule, strength: float, train_steps: int) -> int:
+    """The first step an init image is re-run from: the first whose timestep lies below
+    strength * train_steps (strength 1: step 0, from pure noise; 0: none is re-run)."""
+    if strength >= 1.0:
+        return 0
+    t_start = strength * train_steps
+    return next((k for k, t in enumerate(schedule.timesteps) if t < t_start), len(schedule))
 
 
 def _init_image(pack: Any, cfg: RunConfig, schedule: Schedule, runtime: Runtime
                 ) -> torch.Tensor | None:
-    """x_T of the init image (optimize), DDIM-inverted once per run."""
+    """The init image in [-1, 1] [1, C, H, W]; for optimize, its DDIM inversion (once per run)."""
     if cfg.init_image is None:
         return None
     img = load_image01(cfg.init_image, pack.image_size, pack.channels, "init image")
     x = torch.from_numpy(img * 2.0 - 1.0).unsqueeze(0).to(pack.device)
-    return ddim_invert(pack, x, schedule, runtime)
+    return ddim_invert(pack, x, schedule, runtime) if cfg.method == "optimize" else x
 
 
 def _now() -> str:

@@ -126,22 +126,18 @@ def verdict(a: dict[str, Any], b: dict[str, Any], k: int) -> tuple[str, float, f
 
 def labelled_grid(rows: list[tuple[str, np.ndarray]], scale: int = 2) -> np.ndarray:
     """Rows of images with a text label on the left, upscaled ``scale`` times (nearest)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from clipterm.compare import labelled_rows_grid
 
-    from clipterm.output import rows_grid
+    return labelled_rows_grid([imgs for _, imgs in rows], [name for name, _ in rows],
+                              scale=scale, font_size=14)
 
-    grid = rows_grid([imgs for _, imgs in rows])
-    h = grid.shape[0]
-    img = Image.fromarray(grid).resize((grid.shape[1] * scale, h * scale), Image.Resampling.NEAREST)
-    margin = 150
-    canvas = Image.new("RGB", (img.width + margin, img.height), (255, 255, 255))
-    canvas.paste(img, (margin, 0))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=14)
-    row_h = img.height / len(rows)
-    for i, (name, _) in enumerate(rows):
-        draw.text((6, int(row_h * i + row_h / 2 - 8)), name, fill=(0, 0, 0), font=font)
-    return np.asarray(canvas)
+
+def save_plot(plot: Any, path: Path) -> None:
+    """Regenerate a page image (the page's images are replaced on every run, atomically)."""
+    from clipterm.output import atomic_write_bytes
+    from clipterm.plots import render_png
+
+    atomic_write_bytes(path, render_png(plot))
 
 
 class RunCache:
@@ -258,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipterm.models import load_pack
     from clipterm.output import package_versions, save_png
     from clipterm.packs import get_pack_spec
-    from clipterm.plots import have_matplotlib, prob_trace_plot, save_line_plot
+    from clipterm.plots import have_matplotlib, prob_trace_plot
     from clipterm.realdata import load_real_images
 
     if args.quick:
@@ -353,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         starts = sweeps.parse_guide_from(args.sweep_guide_from, pack.train_steps)
         sweep_n = min(args.sweep_n, args.n)
 
-        def run_one(cfg: Any, root: Path, label: str) -> tuple[Any, Path]:
+        def run_one(cfg: Any, root: Path, label: str, folder_label: str) -> tuple[Any, Path]:
             log(f"sweep: contrastive {label}")
             return cache.run(pack, cfg, root)
 
@@ -388,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             if mm in seed0_runs:
                 info = json.loads((seed0_runs[mm][1] / "run.json").read_text())
                 path = args.img / f"results-prob-trace-{mm}.png"
-                save_line_plot(prob_trace_plot(info), path)
+                save_plot(prob_trace_plot(info), path)
                 images[f"trace-{mm}"] = f"img/{path.name}"
         wanted = {"scale": ("kid-vs-scale", "judged-share-vs-scale"),
                   "guide-from": ("judged-share-vs-guide-from", "kid-vs-guide-from")}
@@ -396,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             for stem, plot in sweeps.sweep_plots(table):
                 if stem in wanted[name]:
                     path = args.img / f"results-{stem}.png"
-                    save_line_plot(plot, path)
+                    save_plot(plot, path)
                     images[stem] = f"img/{path.name}"
     else:
         log("matplotlib missing: no plots (pip install 'clipterm[plots]')")
@@ -747,9 +743,10 @@ def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt:
         "clipterm compare --model cifar10 --methods contrastive,spherical,uncond -n 100 \\\n"
         "    --eval --features inception --subset-size 10 --real cifar10:airplane\n"
         "```\n")
-    add("The first run of `--features inception` downloads torch-fidelity's Inception weights "
-        "(`weights-inception-2015-12-05-6726825d.pth`) into torch's hub cache; on a machine "
-        "without internet copy that file there, or pass `--inception-weights FILE` to "
+    add("Fetch torch-fidelity's Inception weights (`weights-inception-2015-12-05-6726825d.pth`) "
+        "once with `clipterm eval RUN_DIR --features inception --download`, into torch's hub "
+        "cache (clipterm reads them as plain tensors, and downloads nothing unasked); on a "
+        "machine without internet copy that file there, or pass `--inception-weights FILE` to "
         "`clipterm eval`. The reference measurements say one H200 runs 1000 seed-faithful "
         "contrastive steps at batch 100 in about 39 s, so the poster's table takes minutes, "
         "not hours.\n")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Real-terminal check of the TUI: start it in tmux at 120x40, check that the form, the CLIP
-# probability bars and a preview are drawn (capture-pane), press the quit key, check it exits.
+# Real-terminal check of the app, for a person at a shell: start it in tmux at 80x24 and at
+# 120x40, check that the form, every caption's probability bar, a preview and the step counter
+# are drawn (capture-pane), quit, check it returns to the shell. (tests/tui/test_terminal.py
+# checks the same and more under pytest.)
 #
 #   scripts/tui_tmux_check.sh [MODEL] [DEVICE]     (default: digits cpu)
 #
@@ -13,17 +15,17 @@ PY="${PYTHON:-python}"
 [ -x .venv/bin/python ] && PY="${PYTHON:-.venv/bin/python}"
 command -v tmux >/dev/null || { echo "tmux not found: skipped"; exit 77; }
 
-SESSION="clipterm-check-$$"
+SOCKET="clipterm-check-$$"
 WORK="$(mktemp -d)"
-trap 'tmux kill-session -t "$SESSION" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'tmux -L "$SOCKET" kill-server 2>/dev/null; rm -rf "$WORK"' EXIT
 SCREEN="$WORK/screen.txt"
 
 fail() {
-  echo "FAIL: $1"
+  echo "FAIL ($SIZE): $1"
   [ -f "$SCREEN" ] && { echo "--- screen ---"; cat "$SCREEN"; }
   exit 1
 }
-capture() { tmux capture-pane -p -t "$SESSION" > "$SCREEN" 2>/dev/null; }
+capture() { tmux -L "$SOCKET" capture-pane -p -t main > "$SCREEN" 2>/dev/null; }
 wait_for() {  # wait_for PATTERN SECONDS
   local deadline=$((SECONDS + $2))
   while [ $SECONDS -lt $deadline ]; do
@@ -34,30 +36,38 @@ wait_for() {  # wait_for PATTERN SECONDS
   return 1
 }
 
-# -x/-y size the window; status off so the pane is the full 120x40
-tmux new-session -d -s "$SESSION" -x 120 -y 40 \
-  "XDG_CONFIG_HOME='$WORK/config' TERM=xterm-256color $PY -m clipterm --reset --model '$MODEL' \
-   --device '$DEVICE' -n 8 --steps 20; echo EXITED \$? > '$WORK/exit'; sleep 30"
-tmux set-option -t "$SESSION" status off >/dev/null
+for SIZE in 80x24 120x40; do
+  W="${SIZE%x*}"; H="${SIZE#*x}"
+  rm -f "$WORK/exit"
+  tmux -L "$SOCKET" -f /dev/null new-session -d -s main -x "$W" -y "$H" \
+    "unset COLUMNS LINES; XDG_CONFIG_HOME='$WORK/config' TERM=xterm-256color $PY -m clipterm \
+     --reset --model '$MODEL' --device '$DEVICE' -n 8 --steps 20; echo \$? > '$WORK/exit'; sleep 60"
+  tmux -L "$SOCKET" set-option -t main status off >/dev/null
 
-wait_for "Run  ctrl+r" 60 || fail "the form was not drawn"
-grep -q "Prompt" "$SCREEN" && grep -q "Method" "$SCREEN" || fail "form fields missing"
-echo "ok: form drawn"
+  wait_for "Run  ctrl+r" 120 || fail "the form was not drawn"
+  grep -q "Prompt" "$SCREEN" && grep -q "Method" "$SCREEN" || fail "form fields missing"
+  echo "ok ($SIZE): form drawn"
 
-tmux send-keys -t "$SESSION" C-r
-wait_for "finished: 8 samples" 180 || fail "the run did not finish"
-grep -q "▸" "$SCREEN" || fail "no target bar"
-grep -q "%" "$SCREEN" || fail "no probabilities"
-echo "ok: probability bars drawn"
-[ "$(grep -o '▀' "$SCREEN" | wc -l)" -ge 64 ] || fail "no half-block preview"
-echo "ok: preview drawn"
+  tmux -L "$SOCKET" send-keys -t main C-r
+  wait_for "step " 300 || fail "no step counter"
+  echo "ok ($SIZE): step counter"
+  wait_for "finished: 8 samples" 600 || fail "the run did not finish"
+  grep -q "▸" "$SCREEN" || fail "no target bar"
+  [ "$(grep -c '%.*%' "$SCREEN")" -ge 3 ] || fail "no probabilities"
+  echo "ok ($SIZE): probability bars drawn"
+  [ "$(grep -o '▀' "$SCREEN" | wc -l)" -ge 64 ] || fail "no half-block preview"
+  echo "ok ($SIZE): preview drawn"
 
-tmux send-keys -t "$SESSION" C-q
-for _ in $(seq 1 40); do
-  [ -f "$WORK/exit" ] && break
-  sleep 0.25
+  tmux -L "$SOCKET" send-keys -t main C-q
+  wait_for "not saved" 30 || fail "no question about the unsaved run"
+  tmux -L "$SOCKET" send-keys -t main q
+  for _ in $(seq 1 120); do
+    [ -f "$WORK/exit" ] && break
+    sleep 0.25
+  done
+  [ -f "$WORK/exit" ] || fail "the app did not exit"
+  grep -qx "0" "$WORK/exit" || fail "exit status: $(cat "$WORK/exit")"
+  echo "ok ($SIZE): quit to the shell"
+  tmux -L "$SOCKET" kill-server 2>/dev/null
 done
-[ -f "$WORK/exit" ] || fail "the app did not exit on ctrl+q"
-grep -q "EXITED 0" "$WORK/exit" || fail "exit status: $(cat "$WORK/exit")"
-echo "ok: exited on ctrl+q"
 echo "PASS"

@@ -89,7 +89,11 @@ def test_compare_writes_grid_and_table(tiny_pack, tmp_path, capsys):
     assert [r["method"] for r in table["rows"]] == ["uncond", "contrastive"]
     assert all(r["seconds"] > 0 and 0 <= r["mean_target_prob"] <= 1 for r in table["rows"])
     grid = np.asarray(Image.open(folder / "grid.png"))
-    assert grid.shape[0] == 2 + 2 * (8 + 2)  # two rows of 8-pixel samples with padding
+    from clipterm.compare import labelled_rows_grid
+
+    rows = [np.full((2, 8, 8, 3), v, np.uint8) for v in (0, 255)]
+    expected = labelled_rows_grid(rows, ["uncond", "contrastive"])
+    assert grid.shape == expected.shape  # two labelled rows of two 8-pixel samples
     assert "| uncond |" in stdout
 
 

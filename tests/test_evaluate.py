@@ -135,7 +135,7 @@ def test_eval_errors_name_the_fix(run_dir, tiny_pack, real_folder, capsys) -> No
                             str(real_folder)], capsys)
     assert code == 2 and "has no judge" in err and "--features clip" in err
     code, _, err = run_cli(["eval", str(run_dir.parent / "nope")], capsys)
-    assert code == 2 and "not a clipterm run folder" in err
+    assert code == 2 and "does not exist" in err
 
 
 # ----------------------------------------------------------------------------- Evaluator
@@ -295,8 +295,10 @@ def test_sweep_writes_one_row_per_grid_point(sweep_result) -> None:
     assert md.count("\n| 0.5 |") == 2 and md.count("\n| 2 |") == 2
     assert "| t < 500 |" in md and "| all steps |" in md
     assert json.loads((folder / "table.json").read_text())["rows"] == rows
-    assert len(list((folder / "runs").iterdir())) == 4
-    assert (folder / "grid.png").is_file()
+    names = sorted(p.name.split("-one-", 1)[1] for p in (folder / "runs").iterdir())
+    assert names == ["scale-0.5-from-500", "scale-0.5-from-all", "scale-2-from-500",
+                     "scale-2-from-all"]  # named by the swept values, not ...-2, ...-3
+    assert_labelled_grid(folder / "grid.png", rows=4, columns=3, image=8)
     # the guidance start changes the samples (same seed, so the same x_T)
     a, b = (np.asarray(Image.open(Path(r["run_dir"]) / "sample-00000.png")) for r in rows[:2])
     assert not np.array_equal(a, b)
@@ -323,6 +325,33 @@ def test_sweep_rejects_bad_grids(tiny_pack, tmp_path, capsys) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def assert_labelled_grid(path: Path, rows: int, columns: int, image: int) -> None:
+    """A grid of ``rows`` x ``columns`` images (enlarged to fit a label) with white label text
+    in a black strip on the left."""
+    from clipterm.compare import LABEL_MIN_ROW_PX
+
+    with Image.open(path) as im:
+        grid = np.asarray(im.convert("RGB"))
+    factor = -(-LABEL_MIN_ROW_PX // (image + 2))
+    height = (rows * (image + 2) + 2) * factor
+    width = (columns * (image + 2) + 2) * factor
+    assert grid.shape[0] == height and grid.shape[1] > width
+    strip = grid[:, : grid.shape[1] - width]
+    for r in range(rows):  # every row has its label beside it
+        band = strip[r * height // rows: (r + 1) * height // rows]
+        assert (band > 200).any(), f"row {r} has no label"
+
+
+def test_sweep_with_one_varied_value_names_runs_by_it(judged_pack, tmp_path, capsys) -> None:
+    code, out, err = run_cli(["sweep", "--model", str(judged_pack), "--scale", "0.3,1", "-n",
+                              "2", "--steps", "2", "--out", str(tmp_path), "-q", "--no-plots"],
+                             capsys)
+    assert code == 0, err
+    (folder,) = tmp_path.iterdir()
+    names = sorted(p.name for p in (folder / "runs").iterdir())
+    assert [n.rsplit("-one-", 1)[1] for n in names] == ["scale-0.3", "scale-1"]
+
+
 # ----------------------------------------------------------------------------- compare --eval
 def test_compare_eval_table_has_kid_columns(judged_pack, real_folder, tmp_path, capsys) -> None:
     code, out, err = run_cli(["compare", "--model", str(judged_pack), "--methods",
@@ -337,3 +366,5 @@ def test_compare_eval_table_has_kid_columns(judged_pack, real_folder, tmp_path, 
         assert np.isfinite(r["kid_mean"]) and r["kid_subset_size"] == 3
         assert r["judged_share"] == 1.0
     assert "KID on judge features" in table["evaluation"]
+    assert table["grid_rows"] == ["uncond", "contrastive"]
+    assert_labelled_grid(folder / "grid.png", rows=2, columns=3, image=8)

@@ -13,12 +13,12 @@ from PIL import Image
 from torch import nn
 
 import clipterm
-from clipterm.errors import ConfigError, ModelUnavailableError
+from clipterm.errors import ConfigError, ModelUnavailableError, UserError
 from clipterm.metrics import (
     ClipFeatures,
     JudgeFeatures,
     as_nchw_uint8,
-    evaluate_images,
+    extract_features,
     inception_features,
     judge_scores,
     kid,
@@ -181,35 +181,18 @@ def test_judge_features_accept_uint8_and_float_and_use_eval_mode() -> None:
     assert judge.training
 
 
-class _RecordingClip(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(3, 4)
-        self.seen: list[tuple[int, ...]] = []
-
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(tuple(x.shape))
-        return self.proj(x.mean(dim=(2, 3)))
-
-
-def test_clip_features_resize_normalise_and_unit_norm() -> None:
-    clip = _RecordingClip()
-    module = ClipFeatures(clip, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2), image_size=12)
-    images = as_nchw_uint8(random_images(3, 6, 2))
-    out = module(images)
-    assert out.shape == (3, 4)
-    assert torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-6)
-    assert clip.seen == [(3, 3, 12, 12)]
-
-
-def test_clip_features_match_the_pack_encoder(tiny_loaded) -> None:
-    mean, std = tiny_loaded.clip_mean_std
-    size = tiny_loaded.clip_image_size
-    module = ClipFeatures(tiny_loaded.clip, mean.cpu(), std.cpu(), size)
-    images = as_nchw_uint8(random_images(4, tiny_loaded.image_size, 3))
+def test_clip_features_are_the_packs_own_embeddings_in_batches(tiny_loaded) -> None:
+    """ClipFeatures goes through the pack's encode path (resize, normalise, encode, unit norm),
+    batch by batch, from uint8 or [0, 1] input."""
+    images = as_nchw_uint8(random_images(5, tiny_loaded.image_size, 3))
     with torch.no_grad():
         expected = tiny_loaded.encode_image(images.float() / 255.0).cpu()
-    assert torch.allclose(module(images), expected, atol=1e-5)
+    module = ClipFeatures(tiny_loaded, batch_size=2)
+    got = module(images)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got.norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(module(images.float() / 255.0), expected, atol=1e-6)
 
 
 def test_inception_without_torch_fidelity_is_a_one_line_error(monkeypatch) -> None:
@@ -218,6 +201,31 @@ def test_inception_without_torch_fidelity_is_a_one_line_error(monkeypatch) -> No
         inception_features()
     assert "\n" not in str(info.value)
     assert "torch-fidelity" in str(info.value)
+
+
+@pytest.mark.slow
+def test_inception_features_from_files_in_the_real_format_match_the_library(tmp_path) -> None:
+    """torch-fidelity's own Inception-v3 names and shapes (random weights), as a .pth and as
+    safetensors: clipterm's checked loading gives exactly the network the library builds."""
+    pytest.importorskip("torch_fidelity")
+    from safetensors.torch import save_file
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    from tests.adversarial.evaldata import inception_state_dict
+
+    state = inception_state_dict()
+    torch.save(state, tmp_path / "inception.pth")
+    save_file(state, str(tmp_path / "inception.safetensors"))
+    images = as_nchw_uint8(random_images(2, 8, 4))
+    reference = NoTrainInceptionV3(  # our own file of plain tensors: safe to hand the library
+        name="inception-v3-compat", features_list=["2048"],
+        feature_extractor_weights_path=str(tmp_path / "inception.pth"))
+    with torch.no_grad():
+        expected = reference(images).float()
+    for name in ("inception.pth", "inception.safetensors"):
+        got = inception_features(tmp_path / name)(images)
+        assert got.shape == (2, 2048)
+        assert torch.allclose(got, expected, atol=1e-5), name
 
 
 # ----------------------------------------------------------------------------- judge scores
@@ -263,29 +271,26 @@ def test_shipped_judge_recognises_real_sevens() -> None:
     assert scores["confidence"] > 0.5
 
 
-# ----------------------------------------------------------------------------- evaluate_images
-def test_evaluate_images_with_judge_features() -> None:
+# ----------------------------------------------------------------------------- Evaluator
+def test_evaluator_scores_are_kid_and_judge_scores_of_its_features() -> None:
+    from clipterm.evaluate import Evaluator
+
     judge = tiny_judge(seed=2)
     gen, real = random_images(12, 8, 6), random_images(15, 8, 7)
-    result = evaluate_images(
-        gen, real, "judge", subset_size=10, subsets=5, judge=judge, target_index=1
-    )
     feats = JudgeFeatures(judge)
+    ev = Evaluator(features="judge", feature_module=feats, real_label="test",
+                   real_features=extract_features(feats, real).double(), subset_size=10,
+                   subsets=5, judge=judge, target_index=1)
+    result = ev.evaluate(gen)
     expected = kid(feats(as_nchw_uint8(gen)), feats(as_nchw_uint8(real)), 10, 5, seed=0)
     assert (result["kid_mean"], result["kid_std"]) == pytest.approx(expected)
-    assert result["n_generated"] == 12 and result["n_real"] == 15
-    assert result["judge"]["n"] == 12
-    assert result["judge"]["target_index"] == 1
-
-
-def test_evaluate_images_errors_are_config_errors() -> None:
-    gen, real = random_images(6, 8, 0), random_images(6, 8, 1)
-    with pytest.raises(ConfigError, match="largest valid value is 6"):
-        evaluate_images(gen, real, "judge", subset_size=7, judge=tiny_judge())
-    with pytest.raises(ConfigError, match="needs a pack with a judge"):
-        evaluate_images(gen, real, "judge", subset_size=4)
-    with pytest.raises(ConfigError, match="choose judge, clip, inception"):
-        evaluate_images(gen, real, "pixels", subset_size=4)
+    assert result["n"] == 12 and result["n_real"] == 15
+    scores = judge_scores(judge, gen, 1)
+    assert result["judged_share"] == scores["target_share"]
+    assert result["judge_confidence"] == scores["confidence"]
+    with pytest.raises(ConfigError, match="largest valid value is 12"):
+        Evaluator(features="judge", feature_module=feats, real_label="test",
+                  real_features=ev.real_features, subset_size=13).evaluate(gen)
 
 
 # ----------------------------------------------------------------------------- real images
@@ -304,7 +309,7 @@ def test_load_folder_converts_resizes_and_sorts(tmp_path: Path) -> None:
 def test_load_folder_reports_a_corrupt_file(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(UserError) as info:
         load_real_images(str(tmp_path), 8)
     assert "broken.png" in str(info.value)
     assert "\n" not in str(info.value)

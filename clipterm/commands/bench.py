@@ -6,7 +6,6 @@ is cheap to import (torch is imported when the command runs).
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -49,20 +48,28 @@ def register(app: typer.Typer) -> None:
         agreement_steps: int = typer.Option(0, "--agreement-steps", help="> 0: compare fp32 and bf16 final images over this many steps."),
         agreement_n: int = typer.Option(16, "--agreement-n"),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON to stdout."),
-        out: str = typer.Option(None, "--out", "-o", help="Also write the JSON report to this file."),
+        out: str = typer.Option(None, "--out", "-o", help="Also write the JSON report to this new file (never replaced)."),
     ) -> None:
         """Time each method per step (after warm-up) against the seed-faithful step and a plain
         fp32 loop; FLOPs, TFLOP/s, peak memory, extrapolated 100 samples x 1000 steps."""
-        from clipterm.bench import BenchOptions, format_report, run_bench
+        from clipterm.bench import (
+            BenchOptions,
+            check_report_path,
+            format_report,
+            run_bench,
+            write_report,
+        )
         from clipterm.models import resolve_device
+        from clipterm.output import json_text
 
+        target = check_report_path(out) if out else None  # before the work, not after it
         on_gpu = resolve_device(device).type == "cuda"
         opts = BenchOptions(
             model=model, random_weights=random_weights,
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            batch=batch or (100 if on_gpu else 2),
-            steps_timed=steps_timed or (30 if on_gpu else 2),
-            warmup=warmup or (3 if on_gpu else 1),
+            batch=batch if batch is not None else (100 if on_gpu else 2),
+            steps_timed=steps_timed if steps_timed is not None else (30 if on_gpu else 2),
+            warmup=warmup if warmup is not None else (3 if on_gpu else 1),
             device=device, compile=compile_, compile_mode=compile_mode, precision=precision,
             channels_last=channels_last, clip_input=clip_input, baselines=baselines,
             count_flops=flops, optimize_memory_steps=_ints(optimize_memory, "--optimize-memory"),
@@ -74,13 +81,10 @@ def register(app: typer.Typer) -> None:
             sys.stderr.write(f"clipterm bench: {msg}\n")
             sys.stderr.flush()
 
-        report = run_bench(opts, log=log)
-        text = json.dumps(report, indent=2)
-        if out:
-            from pathlib import Path
-
-            Path(out).expanduser().write_text(text + "\n")
+        report = run_bench(opts.validate(), log=log)
+        if target is not None:
+            write_report(target, report)
         if as_json:
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(json_text(report))
         else:
             typer.echo(format_report(report))

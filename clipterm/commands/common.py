@@ -249,38 +249,65 @@ class RunOutcome:
 
 
 def run_to_folder(pack: Any, cfg: RunConfig, out_root: Path, *, quiet: bool,
-                  label: str | None = None, header: dict[str, Any] | None = None) -> RunOutcome:
+                  label: str | None = None, header: dict[str, Any] | None = None,
+                  metadata: bool = True, animate: str | None = None,
+                  animate_samples: bool = False, indices: list[int] | None = None,
+                  keep: set[int] | None = None, folder_label: str | None = None) -> RunOutcome:
     """Sample ``cfg`` into a new run folder under ``out_root``, written batch by batch.
 
-    A signal stops the run after the step (finished samples kept, run.json ``incomplete``); a
-    second one aborts it (``aborted``, exit 130); an error marks it ``failed`` and is shown as
-    one line (exit 1) unless it is a bug, which still raises.
+    ``animate`` (gif, apng, mp4) also writes the denoising as an animation; ``indices`` makes
+    only those samples, of which ``keep`` (default all) are written; ``folder_label`` ends the
+    folder's name (a sweep's ``scale-0.3``). A signal stops the run after
+    the step (finished samples kept, run.json ``incomplete``); a second one aborts it
+    (``aborted``, exit 130); an error marks it ``failed`` and is shown as one line (exit 1)
+    unless it is a bug, which still raises.
     """
+    from clipterm.animation import FrameRecorder
     from clipterm.guide import check_captions
-    from clipterm.output import RunWriter
+    from clipterm.output import RunWriter, write_animations
     from clipterm.reporting import Reporter
     from clipterm.sampling import sample
 
     for note in (*cfg.warnings, *check_captions(pack, cfg.captions)):
         warn(note)
-    writer = RunWriter.create(out_root, cfg, pack.name, header)
+    writer = RunWriter.create(out_root, cfg, pack.name, header, label=folder_label,
+                              metadata=metadata,
+                              clip=getattr(pack, "clip_name", ""),
+                              pack_source=getattr(pack.spec, "source", "") or pack.name)
+    frames = FrameRecorder() if animate else None
+    wanted = len(keep) if keep is not None else len(indices) if indices is not None else cfg.n
+
+    def on_batch(idx: list[int], images: Any, probs: Any) -> None:
+        if keep is not None:
+            rows = [r for r, i in enumerate(idx) if i in keep]
+            idx, images, probs = [idx[r] for r in rows], images[rows], probs[rows]
+        if idx:
+            writer.add_batch(idx, images, probs)
+
     with Progress(label or cfg.method, quiet=quiet) as progress, \
             StopOnSignals(progress) as stop:
         try:
-            result = sample(pack, cfg, cancel=stop.event, on_batch=writer.add_batch,
-                            reporter=Reporter(progress.event, interval=1 / EVENTS_PER_SECOND))
+            result = sample(pack, cfg, cancel=stop.event, on_batch=on_batch, indices=indices,
+                            reporter=Reporter(progress.event, interval=1 / EVENTS_PER_SECOND,
+                                              frames=frames))
+            if keep is not None:
+                result = result.subset(keep)
+            if frames is not None and len(result.indices):
+                writer.header["animations"] = write_animations(
+                    writer.dir, frames, result.indices.tolist(), animate, animate_samples,
+                    finals=result.images)
             writer.finish(result)
         except KeyboardInterrupt:
             _mark(writer, "aborted", "stopped at once by a second signal")
             kept = writer.samples
-            raise Stopped(130, f"aborted: {describe_kept(len(kept), cfg.n, writer.dir, kept)}") from None
+            raise Stopped(130, f"aborted: {describe_kept(len(kept), wanted, writer.dir, kept)}") from None
         except RunFailed as exc:
             _mark(writer, "failed", str(exc))
-            raise RunFailed(f"{exc}: {describe_kept(len(writer.samples), cfg.n, writer.dir)}") from None
+            raise RunFailed(f"{exc}: {describe_kept(len(writer.samples), wanted, writer.dir)}") from None
         except OSError as exc:  # a full disk, a file size limit, a folder gone
             reason = f"could not write the run folder: {exc.strerror or exc}"
             _mark(writer, "failed", reason)
-            raise RunFailed(f"{reason}; {describe_kept(len(writer.samples), cfg.n, writer.dir)}") from None
+            raise RunFailed(f"{reason}; {describe_kept(len(writer.samples), wanted, writer.dir)}") from None
         except BaseException as exc:
             _mark(writer, "failed", f"{type(exc).__name__}: {printable(exc, 200)}")
             raise

@@ -11,7 +11,6 @@ The functions above :func:`register` hold no Typer code, so scripts can reuse th
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +23,8 @@ import typer
 from clipterm.errors import ConfigError
 
 GRID_COLUMNS = 16
-RunOne = Callable[[Any, Path, str], tuple[Any, Path]]  # (config, out_root, label) -> (result, dir)
+# (config, out_root, label, folder_label) -> (result, run dir); folder_label names the point
+RunOne = Callable[[Any, Path, str, str], tuple[Any, Path]]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -71,6 +71,30 @@ def _unique(values: list[Any], flag: str) -> list[Any]:
 
 def guide_from_label(value: int | None, train_steps: int = 1000) -> str:
     return "all steps" if value is None or value >= train_steps else f"t < {value}"
+
+
+def varied(cfgs: Sequence[Any]) -> tuple[bool, bool]:
+    """(scale varies, guide-from varies) over a sweep's grid; a one-point grid names its scale."""
+    by_scale = len({c.scale for c in cfgs}) > 1
+    by_start = len({c.guide_from for c in cfgs}) > 1
+    return (by_scale or not by_start), by_start
+
+
+def point_label(cfg: Any, scale: bool, start: bool) -> str:
+    """A grid point in words, for the grid's rows and the progress: ``scale 0.3, t < 500``."""
+    parts = [f"scale {cfg.scale:g}"] if scale else []
+    if start:
+        parts.append(guide_from_label(cfg.guide_from, cfg.train_steps))
+    return ", ".join(parts)
+
+
+def point_folder_label(cfg: Any, scale: bool, start: bool) -> str:
+    """What ends a grid point's run folder name: ``scale-0.3``, ``from-500``, ``from-all``."""
+    parts = [f"scale-{cfg.scale:g}"] if scale else []
+    if start:
+        g = cfg.guide_from
+        parts.append("from-all" if g is None or g >= cfg.train_steps else f"from-{g}")
+    return "-".join(parts)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -144,23 +168,27 @@ def sweep_markdown(table: dict[str, Any]) -> str:
     head = ["scale", "guide from", "n", "seconds", "mean p(target)"]
     if has_eval:
         head += EVAL_HEAD
+    from clipterm.sanitize import printable, quoted
+
+    train_steps = int(table.get("train_steps") or 1000)
+    distractors = ", ".join(printable(c, 40) for c in table["captions"][1:])
     lines = [
-        f"{table['method']} sweep, prompt {table['prompt']!r} against "
-        f"{', '.join(table['captions'][1:]) or 'no distractors'}; seed {table['seed']}, "
-        f"{table['steps']} {table['sampler']} steps, device {table['device']}",
+        f"{printable(table['method'])} sweep, prompt {quoted(table['prompt'], 80)} against "
+        f"{distractors or 'no distractors'}; seed {table['seed']}, "
+        f"{table['steps']} {table['sampler']} steps, device {printable(table['device'])}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for r in rows:
         p = r.get("mean_target_prob")
-        cells = [f"{r['scale']:g}", guide_from_label(r["guide_from"]), str(r["n"]),
+        cells = [f"{r['scale']:g}", guide_from_label(r["guide_from"], train_steps), str(r["n"]),
                  f"{r['seconds']:.1f}", f"{p:.3f}" if p is not None else "-"]
         if has_eval:
             cells += eval_cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     if table.get("evaluation"):
-        lines += ["", f"evaluation: {table['evaluation']}"]
+        lines += ["", f"evaluation: {printable(table['evaluation'])}"]
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +199,7 @@ def sweep_plots(table: dict[str, Any]) -> list[tuple[str, Any]]:
     start step) and against the start step (a curve per scale), where that parameter varies.
     """
     from clipterm.plots import sweep_plot
+    from clipterm.sanitize import printable, quoted
 
     train_steps = int(table.get("train_steps") or 1000)
     rows = [dict(r, guide_from_x=r["guide_from"] if r["guide_from"] is not None else train_steps)
@@ -180,7 +209,7 @@ def sweep_plots(table: dict[str, Any]) -> list[tuple[str, Any]]:
     quantities = [("kid", "kid_mean", "KID", "kid_std"),
                   ("judged-share", "judged_share", "judged share of the target", None),
                   ("clip-prob", "mean_target_prob", "mean final CLIP p(target)", None)]
-    what = f"{table['method']}, {table['prompt']!r}"
+    what = f"{printable(table['method'], 30)}, {quoted(table['prompt'], 60)}"
     out = []
     for stem, key, label, err in quantities:
         if not any(r.get(key) is not None for r in rows):
@@ -190,7 +219,7 @@ def sweep_plots(table: dict[str, Any]) -> list[tuple[str, Any]]:
             out.append((f"{stem}-vs-scale", sweep_plot(
                 rows, "scale", key, "guide_from", f"{label} vs guidance scale ({what})",
                 "guidance scale", label, logx=positive, error=err,
-                label_of=lambda g: f"guide {guide_from_label(g)}")))
+                label_of=lambda g: f"guide {guide_from_label(g, train_steps)}")))
         if len(starts) > 1:
             out.append((f"{stem}-vs-guide-from", sweep_plot(
                 rows, "guide_from_x", key, "scale",
@@ -202,30 +231,36 @@ def sweep_plots(table: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def write_sweep(folder: Path, table: dict[str, Any], results: Sequence[tuple[Any, Path]],
                 png: bool | None = None) -> list[Path]:
-    """Write table.md, table.json, grid.png and the plots into ``folder``; returns the plot PNGs.
+    """Write table.md, table.json, grid.png (a labelled row per grid point) and the plots into
+    ``folder``; returns the plot PNGs. Nothing existing is replaced.
 
     ``png=None`` writes PNG plots when matplotlib is installed; True requires it.
     """
-    from clipterm.output import atomic_write_bytes, atomic_write_json, rows_grid, save_png
-    from clipterm.plots import have_matplotlib, prob_trace_plot, save_line_plot
+    from clipterm.compare import labelled_rows_grid
+    from clipterm.output import atomic_write_bytes, atomic_write_json, read_run, save_png
+    from clipterm.plots import have_matplotlib, prob_trace_plot, render_png
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [r.images[:GRID_COLUMNS] for r, _ in results if len(r.images)]
-    if rows:
-        save_png(folder / "grid.png", rows_grid(rows))
-    atomic_write_json(folder / "table.json", table)
-    atomic_write_bytes(folder / "table.md", sweep_markdown(table).encode())
+    done = [r for r, _ in results if len(r.images)]
+    if done:
+        scale, start = varied([r.config for r, _ in results])
+        grid = labelled_rows_grid([r.images[:GRID_COLUMNS] for r in done],
+                                  [point_label(r.config, scale, start) for r in done])
+        save_png(folder / "grid.png", grid, replace=False)
+    atomic_write_json(folder / "table.json", table, replace=False)
+    atomic_write_bytes(folder / "table.md", sweep_markdown(table).encode(), replace=False)
     written: list[Path] = []
     if png is False or (png is None and not have_matplotlib()):
         return written
     for stem, plot in sweep_plots(table):
-        written.append(save_line_plot(plot, folder / f"{stem}.png"))
+        atomic_write_bytes(folder / f"{stem}.png", render_png(plot), replace=False)
+        written.append(folder / f"{stem}.png")
     for _, run_dir in results:
-        from clipterm.output import read_run
-
         info = read_run(run_dir)
         if info.get("prob_trace"):
-            written.append(save_line_plot(prob_trace_plot(info), Path(run_dir) / "prob-trace.png"))
+            path = Path(run_dir) / "prob-trace.png"
+            atomic_write_bytes(path, render_png(prob_trace_plot(info)), replace=False)
+            written.append(path)
     return written
 
 
@@ -233,9 +268,10 @@ def run_sweep(cfgs: Sequence[Any], folder: Path, run_one: RunOne, evaluator: Any
               pack_name: str = "", train_steps: int = 1000) -> tuple[dict[str, Any], list]:
     """Run every config (run folders under ``folder/runs``); returns (table, results)."""
     results = []
+    scale, start = varied(cfgs)
     for cfg in cfgs:
-        label = f"scale {cfg.scale:g}, guide {guide_from_label(cfg.guide_from, cfg.train_steps)}"
-        results.append(run_one(cfg, folder / "runs", label))
+        results.append(run_one(cfg, folder / "runs", point_label(cfg, True, True),
+                               point_folder_label(cfg, scale, start)))
     return sweep_table(results, evaluator, pack_name, train_steps), results
 
 
@@ -283,6 +319,7 @@ def register(app: typer.Typer) -> None:
         from clipterm.output import check_out_dir, new_run_dir, slug
         from clipterm.packs import get_pack_spec
         from clipterm.plots import print_terminal_plot, require_matplotlib
+        from clipterm.sanitize import printable
 
         model = common.default_model(model)
         spec = get_pack_spec(model)
@@ -297,6 +334,10 @@ def register(app: typer.Typer) -> None:
         )
         if plots:
             require_matplotlib()
+        if evaluate:
+            from clipterm.evaluate import check_options
+
+            check_options(features, subset_size, subsets, 0)
         out_root = check_out_dir(out)
         pack = common.load(model, device, clip)
         evaluator = None
@@ -308,8 +349,9 @@ def register(app: typer.Typer) -> None:
                                           n=cfgs[0].n, data_root=data_root)
         folder = new_run_dir(out_root, f"sweep-{method}-{slug(cfgs[0].prompt)}")
 
-        def run_one(cfg: Any, root: Path, label: str) -> tuple[Any, Path]:
-            outcome = common.run_to_folder(pack, cfg, root, quiet=quiet or as_json, label=label)
+        def run_one(cfg: Any, root: Path, label: str, folder_label: str) -> tuple[Any, Path]:
+            outcome = common.run_to_folder(pack, cfg, root, quiet=quiet or as_json, label=label,
+                                           folder_label=folder_label)
             common.finish_stopped(outcome)
             return outcome.result, outcome.run_dir
 
@@ -321,10 +363,12 @@ def register(app: typer.Typer) -> None:
             if not have_matplotlib():
                 common.warn("PNG plots skipped: pip install 'clipterm[plots]' for matplotlib")
         if as_json:
-            sys.stdout.write(json.dumps(dict(table, folder=str(folder)), indent=2) + "\n")
+            from clipterm.output import json_text
+
+            sys.stdout.write(json_text(dict(table, folder=str(folder))))
             return
         typer.echo(sweep_markdown(table))
         if sys.stdout.isatty():
             for _, plot in sweep_plots(table):
                 print_terminal_plot(plot)
-        typer.echo(f"-> {folder}")
+        typer.echo(f"-> {printable(folder)}")

@@ -1,50 +1,69 @@
 """ClipTermApp: the interactive front door opened by bare ``clipterm``.
 
-Left, the run form; right, the selected sample, the CLIP probability bars, the preview grid and
-a log; a status line and the key bindings at the bottom.
+The form on the left (or, on a small terminal, one pane at a time: ctrl+f switches); on the
+right the selected sample, the CLIP probability bars, the live probability trace and the
+preview grid; a status line and the keys at the bottom. Where things go for each terminal size
+is :mod:`clipterm.tui.layout`.
 
-Threads: the sampler runs in a Textual thread worker. Its ``on_event`` callback only stores the
-newest event in a :class:`~clipterm.tui.latest.LatestSlot`; a timer pulls from the slot at
-``REFRESH_HZ`` and updates the widgets inside ``batch_update()``, so a fast sampler cannot flood
-the UI and the newest state always shows. The worker talks back with thread-safe
-``post_message`` only (never a blocking call into the UI), so quitting cannot deadlock: quit
-sets the cancel event and waits for the worker to return before the app exits.
+Running is the :class:`~clipterm.tui.runner.RunController`'s business (threads, the newest
+event, this sitting's runs); the app draws. A timer pulls the newest step event at
+``REFRESH_HZ`` and updates the widgets inside ``batch_update()``, so a fast sampler never floods
+the UI. Every key answers: what it did, or why it did nothing. Finished runs are kept in the
+sitting's history until saved or the app quits (and quitting asks about unsaved ones). Quitting
+is prompt: the sampler is asked to stop and given a moment, never waited for.
 
 Everything slow or external is injected, so tests drive the app with fakes: ``loader`` (model
-pack loading), ``runner`` (the sampler), ``saver`` (run folders), ``config_dir`` (remembered
-values) and ``theme_dirs``.
+pack loading), ``runner`` (the sampler), ``saver`` (run folders), ``availability`` (whether a
+pack's weights are here), ``config_dir`` (remembered values) and ``theme_dirs``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from textual import on, work
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Static
 
-from clipterm.config import METHODS, RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult, StepEvent
-from clipterm.packs import get_pack_spec
+from clipterm.sanitize import printable
+from clipterm.tui import layout
 from clipterm.tui.bars import ProbabilityBars
-from clipterm.tui.form import DEFAULT_VALUES, FieldError, FormState, RunForm, compare_configs
+from clipterm.tui.form import RunForm
+from clipterm.tui.form_model import (
+    LABELS,
+    Availability,
+    FieldError,
+    FormModel,
+    FormState,
+    hub_offline,
+    initial_values,
+)
 from clipterm.tui.help_screen import HelpScreen
-from clipterm.tui.latest import LatestSlot
 from clipterm.tui.log_panel import LogPanel
-from clipterm.tui.pack_cache import PackCache
+from clipterm.tui.messages import (
+    DownloadEnded,
+    FormChanged,
+    PackFailed,
+    PackReady,
+    ResultReady,
+    RunEnded,
+    RunFailed,
+    RunRequested,
+    SampleClicked,
+)
+from clipterm.tui.open_screen import OpenRunScreen
+from clipterm.tui.past_run import PastRun, load_past_run
 from clipterm.tui.prefs import (
     default_config_dir,
     forget_last_values,
@@ -52,34 +71,23 @@ from clipterm.tui.prefs import (
     save_last_values,
 )
 from clipterm.tui.preview_grid import PreviewGrid, PreviewRow
+from clipterm.tui.quit_screen import QuitScreen
+from clipterm.tui.runner import RunController, RunRecord, describe_error, is_out_of_memory
+from clipterm.tui.runs_screen import RunsScreen
 from clipterm.tui.sample_view import SampleView
 from clipterm.tui.status_line import StatusLine, describe_event
-from clipterm.tui.themes import load_themes, repo_themes_dir
+from clipterm.tui.themes import builtin_themes_dir, load_themes
+from clipterm.tui.trace_view import TraceView
 
 Loader = Callable[[str, str], Any]
 Runner = Callable[..., RunResult]
 Saver = Callable[[RunResult, Path, str], Path]
 
 REFRESH_HZ = 12.0
+PRELOAD_DELAY = 0.8  # seconds after the form settles before the pack is loaded ahead of a run
+QUIT_GRACE = 0.0  # quitting never waits for the sampler: it is told to stop, and the process
+# ends without it (run_app)
 DEFAULT_THEME = "clipterm-night"
-
-
-# ---------------------------------------------------------------- defaults (lazy core imports)
-def default_loader(model: str, device: str) -> Any:
-    from clipterm.models import load_pack
-
-    return load_pack(model, device=device)
-
-
-def default_runner(
-    pack: Any,
-    cfg: RunConfig,
-    on_event: Callable[[StepEvent], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> RunResult:
-    from clipterm.sampling import sample
-
-    return sample(pack, cfg, on_event=on_event, cancel=cancel)
 
 
 def default_saver(result: RunResult, out_root: Path, pack_name: str) -> Path:
@@ -88,49 +96,19 @@ def default_saver(result: RunResult, out_root: Path, pack_name: str) -> Path:
     return write_run(result, out_root, pack_name)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
-def describe_error(exc: BaseException, cfg: RunConfig | None = None) -> str:
-    """One line for the user: their own errors as is, OOM with a way out, bugs by type."""
-    if is_out_of_memory(exc):
-        batch = cfg.batch if cfg is not None else None
-        hint = f" (now {batch})" if batch else ""
-        return f"out of memory: try a smaller batch{hint} or fewer samples"
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def initial_form_values(prefill: dict[str, Any], remembered: dict[str, str]) -> dict[str, str]:
-    """Form values at start: built-in defaults < remembered values < command-line options."""
-    values = dict(DEFAULT_VALUES)
-    model = prefill.get("model")
-    same_model = model is None or model == remembered.get("model", DEFAULT_VALUES["model"])
-    for key, value in remembered.items():
-        if key in values and (same_model or key not in ("prompt", "distractors")):
-            values[key] = value
-    for key, value in prefill.items():
-        if value is None or key == "distractors":
-            continue
-        values[key] = str(value)
-    try:
-        spec = get_pack_spec(values["model"])
-    except UserError:
-        spec = None
-    if not values["prompt"].strip() and spec is not None:
-        values["prompt"] = spec.default_prompt
-    if prefill.get("distractors") is not None:
-        values["distractors"] = "\n".join(prefill["distractors"])
-    else:
-        prompt = values["prompt"].strip().casefold()
-        kept = [d for d in values["distractors"].splitlines() if d.strip().casefold() != prompt]
-        if not any(d.strip() for d in kept) and spec is not None:
-            kept = list(spec.distractors_for(values["prompt"]))
-        values["distractors"] = "\n".join(kept)
-    return values
+def result_row(result: RunResult, index: int) -> PreviewRow | None:
+    """The grid row of a finished (or stopped) config of a run."""
+    cfg = result.config
+    state = "done" if result.completed else "cancelled"
+    label = f"{cfg.method} · {state} · {len(result.images)}/{cfg.n} samples · {result.seconds:.1f}s"
+    if len(result.images):
+        indices = tuple(int(i) for i in result.indices)
+        return PreviewRow(label, result.images, result.probs, indices[0] if indices else 0,
+                          result.captions, indices=indices, config_index=index)
+    if result.partial_preview is not None:
+        return PreviewRow(f"{label} · the unfinished batch as it was", result.partial_preview,
+                          None, 0, result.captions, config_index=index)
+    return None
 
 
 class ClipTermApp(App[None]):
@@ -140,45 +118,20 @@ class ClipTermApp(App[None]):
 
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", tooltip="Start a run with the form's settings"),
-        Binding(
-            "escape", "cancel", "Cancel", tooltip="Stop the run between steps, keep what is done"
-        ),
-        Binding("ctrl+s", "save", "Save", tooltip="Write the run folder (PNGs, grid, run.json)"),
-        Binding(
-            "ctrl+o", "compare", "Compare", tooltip="Run the Compare methods from the same seed"
-        ),
-        Binding("ctrl+b", "select_sample(-1)", "Prev"),
-        Binding("ctrl+n", "select_sample(1)", "Next"),
-        Binding("ctrl+t", "next_theme", "Theme"),
-        Binding("ctrl+l", "toggle_log", "Log", show=False),
-        Binding("f2", "view_sample", "View", show=False),
-        Binding("f1", "help", "Help"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("escape", "cancel", "Cancel", tooltip="Stop the run between steps, keep what is done"),
+        Binding("ctrl+s", "save", "Save", tooltip="Write the shown run's folder (PNGs, grid, run.json)"),
+        Binding("ctrl+f", "toggle_form", "Form", tooltip="Show or hide the form"),
+        Binding("ctrl+n", "select_sample(1)", "Next", tooltip="Select the next sample"),
+        Binding("ctrl+b", "select_sample(-1)", "Prev", show=False, tooltip="Select the previous sample"),
+        Binding("ctrl+g", "runs", "Runs", tooltip="This sitting's runs: show one again, save it"),
+        Binding("ctrl+o", "compare", "Compare", show=False, tooltip="Run the Compare methods from the same seed"),
+        Binding("f3", "toggle_trace", "Trace", show=False, tooltip="Trace of the batch mean / the selected sample"),
+        Binding("f2", "view_sample", "View", show=False, tooltip="The selected sample full size (term-image)"),
+        Binding("ctrl+t", "next_theme", "Theme", show=False, tooltip="Next colour theme"),
+        Binding("ctrl+l", "toggle_log", "Log", show=False, tooltip="Show or hide the log"),
+        Binding("f1", "help", "Help", tooltip="Keys and methods"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit (asks about unsaved runs)"),
     ]
-
-    # ------------------------------------------------------------ messages from the worker
-    class PackReady(Message):
-        def __init__(self, model: str, device: str, pack: Any) -> None:
-            super().__init__()
-            self.model, self.device, self.pack = model, device, pack
-
-    class PackFailed(Message):
-        def __init__(self, model: str, device: str, error: BaseException) -> None:
-            super().__init__()
-            self.model, self.device, self.error = model, device, error
-
-    class ResultReady(Message):
-        def __init__(self, result: RunResult, pack_name: str) -> None:
-            super().__init__()
-            self.result, self.pack_name = result, pack_name
-
-    class RunFailed(Message):
-        def __init__(self, error: BaseException, cfg: RunConfig | None, trace: str) -> None:
-            super().__init__()
-            self.error, self.cfg, self.trace = error, cfg, trace
-
-    class RunEnded(Message):
-        pass
 
     def __init__(
         self,
@@ -197,9 +150,11 @@ class ClipTermApp(App[None]):
         loader: Loader | None = None,
         runner: Runner | None = None,
         saver: Saver | None = None,
+        availability: Availability | None = None,
         config_dir: Path | None = None,
         theme_dirs: Iterable[Path] | None = None,
         preload: bool = True,
+        open_run: PastRun | None = None,
     ) -> None:
         super().__init__()
         self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
@@ -207,78 +162,77 @@ class ClipTermApp(App[None]):
             forget_last_values(self.config_dir)
         remembered = load_last_values(self.config_dir)
         prefill = {
-            "model": model,
-            "prompt": prompt,
-            "distractors": distractors,
-            "method": method,
-            "device": device,
-            "steps": steps,
-            "scale": scale,
-            "n": n,
-            "seed": seed,
+            "model": model, "prompt": prompt, "distractors": distractors, "method": method,
+            "device": device, "steps": steps, "scale": scale, "n": n, "seed": seed,
             "out_dir": None if out_dir is None else str(out_dir),
         }
-        self._initial_values = initial_form_values(prefill, remembered)
-        self._remembered_theme = remembered.get("theme")
-        self._packs = PackCache(loader or default_loader)
-        self._runner: Runner = runner or default_runner
+        from clipterm.packs import default_pack_name
+
+        self._initial_values = initial_values(prefill, remembered, default_pack_name())
+        self.form_model = FormModel(availability)
+        self.controller = RunController(self.post_message, loader=loader, sampler=runner)
         self._saver: Saver = saver or default_saver
         self._preload = preload
+        self._opening = open_run
         if theme_dirs is None:
-            theme_dirs = [repo_themes_dir(), self.config_dir / "themes"]
+            theme_dirs = [builtin_themes_dir(), self.config_dir / "themes"]
         report = load_themes(theme_dirs)
         self.theme_errors = report.errors
         self.custom_theme_names = [t.name for t in report.themes]
         for theme in report.themes:
             self.register_theme(theme)
-        wanted = self._remembered_theme or DEFAULT_THEME
+        wanted = remembered.get("theme") or DEFAULT_THEME
         if wanted in self.available_themes:
             self.theme = wanted
-        # run state (UI thread only, except the slot, the cancel event and _losses)
-        self._slot: LatestSlot[StepEvent] = LatestSlot()
-        self._cancel = threading.Event()
-        self._run_done = threading.Event()
-        self._run_done.set()
-        self._losses: list[float] = []
-        self.running = False
-        self.results: list[tuple[RunResult, str]] = []  # (result, pack name) of the last run(s)
-        self._done_rows: list[PreviewRow] = []
-        self._live_row: PreviewRow | None = None
-        self._live_label = ""
-        self._device_label = ""
-        self.last_event: StepEvent | None = None
+        # what is shown (UI thread only)
+        self.shown: RunRecord | None = None
+        self.last_event: StepEvent | None = None  # the newest event of the current run
         self.events_shown = 0
-        self.saved_paths: list[Path] = []
-        self._preload_timer: Any = None
-        self._form_valid: bool | None = None
         self.runs_ended = 0  # how many runs have ended (tests and scripts wait on it)
-        # perf_counter stamps for latency measurements (tests/tui/measure_latency.py)
+        self.saved_paths: list[Path] = []
+        self.form_open = open_run is None
+        self.plan: layout.Layout | None = None
+        self._applied: tuple[layout.Layout, bool] | None = None
+        self._image_px = 32
+        self._device_label = ""
+        self._preload_timer: Timer | None = None
+        self._reported_load_errors: set[str] = set()
+        self._quitting = False
+        # perf_counter stamps for the benchmark (scripts/tui_bench.py)
         self.run_pressed_at = 0.0
         self.first_preview_at = 0.0
         self.selection_changed_at = 0.0
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(id="header")
+        yield Static("", id="too-small", markup=False)
         with Horizontal(id="main"):
-            yield RunForm(self._initial_values, id="form")
+            yield RunForm(self._initial_values, model=self.form_model, id="form")
             with Vertical(id="right"):
                 with Horizontal(id="top"):
                     yield SampleView(id="sample")
-                    yield ProbabilityBars(id="bars")
+                    with Vertical(id="info"):
+                        yield ProbabilityBars(id="bars")
+                        yield TraceView(id="trace")
                 yield PreviewGrid(id="grid")
                 yield LogPanel(id="log")
-        yield StatusLine("ready: ctrl+r runs, ctrl+o compares methods, f1 for help", id="status")
+        yield StatusLine("", id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self._tick = self.set_interval(1 / REFRESH_HZ, self.pull_events, pause=True)
         for message in self.theme_errors:  # each broken file reported once
-            self.notify(message, severity="warning", timeout=8)
+            self.notify(printable(message), severity="warning", timeout=8, markup=False)
             self.log_panel.warn(message)
         self.log_panel.info("ready")
-        self.query_one("#prompt").focus()
-        self._schedule_preload(0.0)
+        self.apply_layout()
+        if self._opening is not None:
+            self.show_past_run(self._opening)
+            self._opening = None
+        else:
+            self.show_idle_status()
+            self.query_one("#prompt").focus()
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         theme = self.current_theme
@@ -287,6 +241,49 @@ class ClipTermApp(App[None]):
             "other-bar": theme.secondary or theme.primary,
             "selected-sample": theme.accent or theme.primary,
         }
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.plan is not None:  # after on_mount has laid it out once
+            self.apply_layout(event.size.width, event.size.height)
+
+    def apply_layout(self, width: int | None = None, height: int | None = None) -> None:
+        """Arrange the panes for the terminal's size (see :mod:`clipterm.tui.layout`)."""
+        if not self.query(RunForm):  # not composed yet, or already torn down
+            return
+        if width is None or height is None:
+            width, height = (self.plan.width, self.plan.height) if self.plan else self.size
+        captions = self._shown_captions()
+        plan = layout.plan(width, height, len(captions) or 10, self._image_px, self.form_open)
+        if (plan, self.form_open) == self._applied:
+            return  # nothing moves: no style or layout pass
+        self._applied = (plan, self.form_open)
+        self.plan = plan
+        for mode in ("too-small", "narrow", "wide"):
+            self.set_class(plan.mode == mode, f"-{mode}")
+        self.set_class(self.form_open, "-form-open")
+        self.set_class(not self.form_open, "-form-closed")
+        if plan.too_small:
+            self.query_one("#too-small", Static).update(
+                f"clipterm needs a terminal of at least {layout.MIN_SIZE[0]}x{layout.MIN_SIZE[1]};"
+                f" this one is {width}x{height}.\nMake the window larger (ctrl+q quits).")
+            return
+        with self.batch_update():
+            self.query_one("#top").styles.height = plan.top_rows
+            self.sample_view.styles.width = plan.sample_width
+            self.bars.styles.height = plan.bars_rows
+            self.trace.display = plan.trace_rows > 0
+            if plan.form_width:
+                self.form.styles.width = plan.form_width
+            elif plan.mode == "narrow":
+                self.form.styles.width = "1fr"
+
+    def _shown_captions(self) -> tuple[str, ...]:
+        if self.shown is not None and self.shown.configs:
+            return self.shown.configs[0].captions
+        state = self.form.state if self.is_mounted else None
+        if state is not None and state.config is not None:
+            return state.config.captions
+        return ()
 
     # ---------------------------------------------------------------- accessors
     @property
@@ -310,249 +307,205 @@ class ClipTermApp(App[None]):
         return self.query_one(ProbabilityBars)
 
     @property
+    def trace(self) -> TraceView:
+        return self.query_one(TraceView)
+
+    @property
     def sample_view(self) -> SampleView:
         return self.query_one(SampleView)
 
-    # ------------------------------------------------------------ bindings state
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("run", "compare"):
-            if self.running:
-                return None
-            return True if self.form.state.valid else None
-        if action == "cancel":
-            return True if self.running else False
-        if action == "save":
-            return True if self.results and not self.running else None
-        if action in ("select_sample", "view_sample"):
-            return True if self.grid.count else None
-        return True
+    @property
+    def running(self) -> bool:
+        return self.controller.running
 
+    @property
+    def results(self) -> list[tuple[RunResult, str]]:
+        """The shown run's results, with the pack's name: what ctrl+s saves."""
+        if self.shown is None:
+            return []
+        return [(r, self.shown.pack_name) for r in self.shown.results]
+
+    def say(self, message: str, severity: str = "information", timeout: float = 4) -> None:
+        """Answer a key: a short notification (and the log, for warnings and errors)."""
+        self.notify(printable(message), severity=severity, timeout=timeout,  # type: ignore[arg-type]
+                    markup=False)
+        if severity == "warning":
+            self.log_panel.warn(message)
+        elif severity == "error":
+            self.log_panel.error(message)
+
+    def show_idle_status(self) -> None:
+        if self.form_open and self.plan is not None and self.plan.mode == "narrow":
+            text = "ready: ctrl+r runs · ctrl+f shows the results · f1 help"
+        else:
+            text = "ready: ctrl+r runs · ctrl+o compares methods · f1 help"
+        self.status.show_text(text)
+
+    # ------------------------------------------------------------ palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Run", "Start a run with the form's settings (ctrl+r)", self.action_run)
         yield SystemCommand("Cancel run", "Stop the run between steps (escape)", self.action_cancel)
-        yield SystemCommand("Save run", "Write PNGs, grid and run.json (ctrl+s)", self.action_save)
-        yield SystemCommand(
-            "Compare methods", "Run the Compare methods from one seed (ctrl+o)", self.action_compare
-        )
-        yield SystemCommand(
-            "Next sample", "Select the next sample (ctrl+n)", lambda: self.action_select_sample(1)
-        )
-        yield SystemCommand(
-            "Previous sample",
-            "Select the previous sample (ctrl+b)",
-            lambda: self.action_select_sample(-1),
-        )
-        yield SystemCommand(
-            "View sample full size",
-            "Terminal graphics via term-image (f2)",
-            self.action_view_sample,
-        )
-        yield SystemCommand(
-            "Next theme", "Cycle the colour themes (ctrl+t)", self.action_next_theme
-        )
-        yield SystemCommand(
-            "Toggle log", "Show or hide the log panel (ctrl+l)", self.action_toggle_log
-        )
-        yield SystemCommand(
-            "Distractors from pack",
-            "Every pack caption except the prompt",
-            self.form.fill_distractors_from_pack,
-        )
+        yield SystemCommand("Save run", "Write the shown run's folder (ctrl+s)", self.action_save)
+        yield SystemCommand("Compare methods", "Run the Compare methods from one seed (ctrl+o)",
+                            self.action_compare)
+        yield SystemCommand("Runs of this sitting", "Show a run again, or save it (ctrl+g)",
+                            self.action_runs)
+        yield SystemCommand("Open run folder", "Show a past run's samples, bars and trace",
+                            self.action_open_run)
+        yield SystemCommand("Show or hide the form", "ctrl+f", self.action_toggle_form)
+        yield SystemCommand("Next sample", "Select the next sample (ctrl+n)",
+                            lambda: self.action_select_sample(1))
+        yield SystemCommand("Previous sample", "Select the previous sample (ctrl+b)",
+                            lambda: self.action_select_sample(-1))
+        yield SystemCommand("View sample full size", "Terminal graphics via term-image (f2)",
+                            self.action_view_sample)
+        yield SystemCommand("Trace: batch mean or selected sample", "f3", self.action_toggle_trace)
+        yield SystemCommand("Next theme", "Cycle the colour themes (ctrl+t)", self.action_next_theme)
+        yield SystemCommand("Toggle log", "Show or hide the log panel (ctrl+l)",
+                            self.action_toggle_log)
+        yield SystemCommand("Distractors from pack", "Every pack caption except the prompt",
+                            self.form.fill_distractors_from_pack)
+        yield SystemCommand("Download weights", "Fetch the model's weights (needs the internet)",
+                            self.action_download)
         yield SystemCommand("Help", "Keys and methods (f1)", self.action_help)
 
     # ------------------------------------------------------------ form reactions
-    @on(RunForm.Changed)
-    def _form_changed(self, event: RunForm.Changed) -> None:
-        if event.state.valid != self._form_valid:  # the footer recomposes: only on change
-            self._form_valid = event.state.valid
-            self.refresh_bindings()
-        if self.is_mounted:
-            self._schedule_preload(0.8)
+    @on(FormChanged)
+    def _form_changed(self, message: FormChanged) -> None:
+        state: FormState = message.state
+        if self.shown is None and self.plan is not None:
+            self.apply_layout()  # the captions decide the bars' height
+        if state.valid and self._preload and not self._quitting:
+            if self._preload_timer is not None:
+                self._preload_timer.stop()
+            self._preload_timer = self.set_timer(PRELOAD_DELAY, self._preload_now)
 
-    @on(RunForm.RunPressed)
+    def _preload_now(self) -> None:
+        state = self.form.state
+        if not state.valid or self.running or self._quitting:
+            return
+        self.controller.preload(state.values["model"].strip(), state.values["device"])
+
+    @on(RunRequested)
     def _form_run(self) -> None:
         self.action_run()
 
-    # ---------------------------------------------------------------- preload
-    def _schedule_preload(self, delay: float) -> None:
-        """Load the form's pack in the background (debounced while the user types)."""
-        if not self._preload:
-            return
-        if self._preload_timer is not None:
-            self._preload_timer.stop()
-        self._preload_timer = self.set_timer(delay, self._start_preload) if delay else None
-        if not delay:
-            self._start_preload()
-
-    def _alive(self) -> bool:
-        """False while the app is shutting down (widgets may be gone; late messages are dropped)."""
-        return self.is_running and bool(self.screen_stack) and bool(self.query(RunForm))
-
-    def _start_preload(self) -> None:
-        if not self._alive():
-            return
-        values = self.form.state.values
-        model, device = values.get("model", "").strip(), values.get("device", "auto")
-        if not model or self.form.state.error_field == "model":
-            return
-        if self._packs.peek(model, device) is None:
-            self._preload_pack(model, device)
-
-    @work(thread=True, group="preload", exit_on_error=False)
-    def _preload_pack(self, model: str, device: str) -> None:
-        try:
-            pack = self._packs.get(model, device)
-        except Exception as exc:
-            self.post_message(self.PackFailed(model, device, exc))
-            return
-        self.post_message(self.PackReady(model, device, pack))
-
     @on(PackReady)
     def _pack_ready(self, message: PackReady) -> None:
-        if not self._alive():
-            return
-        pack = message.pack
-        train_steps = getattr(pack, "train_steps", None)
-        if isinstance(train_steps, int) and self.form.train_steps.get(message.model) != train_steps:
-            self.form.train_steps[message.model] = train_steps
-            self.form.revalidate()
-        self._device_label = str(getattr(pack, "device", message.device))
-        self.sub_title = f"{getattr(pack, 'name', message.model)} on {self._device_label}"
+        device = getattr(message.pack, "device", message.device)
+        self._device_label = str(device)
+        self._image_px = int(getattr(message.pack, "image_size", self._image_px) or 32)
+        name = printable(getattr(message.pack, "name", message.model), 40)
+        self.sub_title = f"{name} on {self._device_label}"
 
     @on(PackFailed)
     def _pack_failed(self, message: PackFailed) -> None:
-        if not self._alive():
-            return
-        text = f"model {message.model} ({message.device}): {describe_error(message.error)}"
+        error = describe_error(message.error)
+        text = f"model {printable(message.model, 60)} ({message.device}): {error}"
         self.log_panel.error(text)
-        self.notify(text, severity="error", timeout=8)
+        if error not in self._reported_load_errors:  # each failure is notified once
+            self._reported_load_errors.add(error)
+            self.notify(printable(text), severity="error", timeout=8, markup=False)
 
     # ------------------------------------------------------------------ running
+    def _refuse_while_running(self, what: str) -> bool:
+        if not self.running:
+            return False
+        event = self.last_event
+        where = f" (step {event.step}/{event.total})" if event is not None else ""
+        self.say(f"a run is going{where}: esc cancels it, then {what}", "warning")
+        return True
+
+    def _checked_form(self) -> FormState | None:
+        state = self.form.read_now()
+        if state.valid and state.config is not None:
+            return state
+        lines = state.describe_errors() or ["the form is not complete"]
+        self.say("cannot run: " + "; ".join(lines), "error", timeout=6)
+        if state.error_field is not None:
+            self.form_open = True
+            self.apply_layout()
+            self.form.field_widget(state.error_field).focus()
+        return None
+
     def action_run(self) -> None:
-        if self.running:
+        if self._refuse_while_running("ctrl+r starts a new one"):
             return
-        state = self.form.revalidate()
-        if not state.valid or state.config is None:
-            self.notify(state.error or "the form is not valid", severity="error")
-            return
-        self._start([state.config], state)
+        state = self._checked_form()
+        if state is not None and state.config is not None:
+            self._start([state.config], state)
 
     def action_compare(self) -> None:
-        if self.running:
+        if self._refuse_while_running("ctrl+o compares"):
             return
-        state = self.form.revalidate()
-        if not state.valid or state.spec is None:
-            self.notify(state.error or "the form is not valid", severity="error")
+        state = self._checked_form()
+        if state is None or state.spec is None:
             return
-        model = state.values["model"].strip()
-        train_steps = self.form.train_steps.get(model, 1000)
         try:
-            configs = compare_configs(state.values, state.spec, train_steps)
+            configs = self.form_model.compare_configs(state.values, state.spec)
         except FieldError as exc:
-            self.notify(exc.message, title="Compare", severity="error")
-            self.log_panel.error(f"compare: {exc.message}")
-            self.form.query_one("#compare").add_class("-invalid")
+            self.say(f"{LABELS['compare']}: {exc.message}", "error")
+            self.form_open = True
+            self.apply_layout()
+            self.form.field_widget("compare").focus()
             return
-        self.form.query_one("#compare").remove_class("-invalid")
         self._start(configs, state)
 
-    def _start(self, configs: list[RunConfig], state: FormState) -> None:
+    def _start(self, configs: list[Any], state: FormState) -> None:
         model, device = state.values["model"].strip(), state.values["device"]
         self.save_form_values()
-        self._cancel = threading.Event()
-        self._run_done = threading.Event()
-        self._slot = LatestSlot()
-        self._losses = []
-        self.results = []
-        self._done_rows = []
-        self._live_row = None
+        if self._preload_timer is not None:
+            self._preload_timer.stop()
+        loading = self.controller.packs.peek(model, device) is None
+        record = self.controller.start(model, device, configs)
+        self.shown = record
         self.last_event = None
         self.events_shown = 0
-        self.grid.set_rows([], selected=0)
         self.run_pressed_at = time.perf_counter()
         self.first_preview_at = 0.0
-        self.running = True
+        self.grid.set_rows([], selected=0)
+        self.bars.clear()
+        self.trace.clear()
+        self.sample_view.show(None, "waiting for the first step…")
+        if self.plan is not None and self.plan.mode == "narrow":
+            self.form_open = False
+        self.apply_layout()
         self.add_class("-running")
-        self.refresh_bindings()
         names = ", ".join(c.method for c in configs)
-        self.log_panel.info(
-            f"run {names}: prompt {configs[0].prompt!r}, n={configs[0].n}, seed={configs[0].seed}"
-        )
-        self.status.show_text(
-            f"loading {model} on {device}…"
-            if self._packs.peek(model, device) is None
-            else "starting…"
-        )
+        self.log_panel.info(f"run #{record.id} {names}: prompt {configs[0].prompt!r}, "
+                            f"n={configs[0].n}, seed={configs[0].seed}")
+        self.status.show_text(f"loading {printable(model, 40)} on {device}…" if loading
+                              else "starting…")
         self._tick.resume()
-        self._run_worker(model, device, configs, self._cancel, self._slot, self._run_done)
-
-    @work(thread=True, group="run", exit_on_error=False)
-    def _run_worker(
-        self,
-        model: str,
-        device: str,
-        configs: list[RunConfig],
-        cancel: threading.Event,
-        slot: LatestSlot[StepEvent],
-        done: threading.Event,
-    ) -> None:
-        """The sampler thread: loads the pack, runs each config, reports by message only."""
-        cfg: RunConfig | None = None
-        losses = self._losses
-
-        def on_event(event: StepEvent) -> None:
-            if event.loss is not None:
-                losses.append(event.loss)
-            slot.put(event)
-
-        try:
-            pack = self._packs.get(model, device)
-            self.post_message(self.PackReady(model, device, pack))
-            for cfg in configs:
-                if cancel.is_set():
-                    break
-                losses.clear()
-                result = self._runner(pack, cfg, on_event=on_event, cancel=cancel)
-                self.post_message(self.ResultReady(result, getattr(pack, "name", model)))
-        except BaseException as exc:  # report everything; the app must survive
-            self.post_message(self.RunFailed(exc, cfg, traceback.format_exc()))
-        finally:
-            done.set()
-            self.post_message(self.RunEnded())
 
     def action_cancel(self) -> None:
-        if self.running and not self._cancel.is_set():
-            self._cancel.set()
+        if self.controller.cancel():
             self.status.show_text("cancelling: stops after the current step…")
             self.log_panel.info("cancel requested")
+        elif self.running:
+            self.say("already cancelling: the run stops after the current step")
+        else:
+            self.say("no run to cancel")
 
     def pull_events(self) -> None:
         """Timer callback: show the newest event, if any (coalesced, bounded rate)."""
-        if not self._alive():
-            return
-        event = self._slot.take()
+        event = self.controller.take_event()
         if event is None:
             return
         self.last_event = event
         self.events_shown += 1
-        memory = self._cuda_memory()
+        record = self.controller.current
+        losses = record.losses[-1] if record is not None and record.losses else []
         with self.batch_update():
-            self.status.show_text(
-                describe_event(event, self._device_label or "?", memory, self._losses)
-            )
-            if event.preview is not None:
-                label = f"{event.method} · batch {event.batch_index + 1}/{event.n_batches} · step {event.step}/{event.total}"
-                self._live_row = PreviewRow(
-                    label, event.preview, event.probs, event.sample_offset, event.captions
-                )
-                had_samples = bool(self.grid.count)
-                self.grid.set_rows([*self._done_rows, self._live_row])
-                if not had_samples:
-                    self.refresh_bindings()  # next / previous sample become available
-                    if not self.first_preview_at:
-                        self.first_preview_at = time.perf_counter()
-            self._show_selection(event.captions, event.mean_probs)
+            self.status.show_text(describe_event(event, self._device_label or "?",
+                                                 self._cuda_memory(), losses))
+            if self.shown is not record:  # another run is shown: only the status line moves
+                return
+            had_samples = bool(self.grid.count)
+            self.render_shown()
+            if not had_samples and self.grid.count and not self.first_preview_at:
+                self.first_preview_at = time.perf_counter()
 
     def _cuda_memory(self) -> str | None:
         if not self._device_label.startswith("cuda"):
@@ -564,151 +517,270 @@ class ClipTermApp(App[None]):
         except Exception:
             return None
 
-    def _show_selection(
-        self, captions: Sequence[str] | None = None, mean: np.ndarray | None = None
-    ) -> None:
+    # ------------------------------------------------------------------ drawing
+    def rows_for(self, record: RunRecord) -> list[PreviewRow]:
+        rows = [row for i, r in enumerate(record.results) if (row := result_row(r, i))]
+        event = self.last_event
+        k = len(record.results)
+        if (record.running and event is not None and event.preview is not None
+                and record is self.controller.current and k < len(record.configs)
+                and event.method == record.configs[k].method):
+            label = (f"{event.method} · batch {event.batch_index + 1}/{event.n_batches}"
+                     f" · step {event.step}/{event.total}")
+            rows.append(PreviewRow(label, event.preview, event.probs, event.sample_offset,
+                                   event.captions, config_index=k))
+        return rows
+
+    def render_shown(self) -> None:
+        """Draw the shown run: its rows, the selected sample, its bars and trace."""
+        if self.shown is None:
+            return
+        self.grid.set_rows(self.rows_for(self.shown))
+        self._show_selection()
+
+    def _show_selection(self) -> None:
         located = self.grid.locate(self.grid.selected)
-        if located is None:
+        record = self.shown
+        if located is None or record is None:
             self.sample_view.show(None, "no sample yet: ctrl+r runs")
             return
         row, i = located
-        captions = captions or row.captions
+        index = row.index_of(i)
+        live = record.running and row.config_index == len(record.results)
+        captions = row.captions
         probs = row.probs[i] if row.probs is not None and i < len(row.probs) else None
-        index = row.first_index + i
-        if mean is None and row.probs is not None and len(row.probs):
-            mean = row.probs.mean(axis=0)
-        target = f" · {captions[0]} {probs[0] * 100:.0f}%" if probs is not None and captions else ""
-        self.sample_view.show(row.images[i], f"#{index} {row.label.split(' · ')[0]}{target}")
+        if live and self.last_event is not None:
+            mean = self.last_event.mean_probs
+        else:
+            mean = np.nanmean(row.probs, axis=0) if row.probs is not None and len(row.probs) else None
+        target = (f" · {captions[0]} {probs[0] * 100:.0f}%"
+                  if probs is not None and captions and np.isfinite(probs[0]) else "")
+        method = record.configs[row.config_index].method if row.config_index < len(
+            record.configs) else ""
+        self.sample_view.show(row.images[i], f"#{index} {method}{target}")
         self.bars.set_probs(captions, mean, probs, index)
+        self._image_px = int(row.images.shape[2])
+        if row.config_index < len(record.traces):
+            tr = record.traces[row.config_index]
+            batch = tr.batch_of(index)
+            n_batches = record.configs[row.config_index].n_batches
+            label = "batch mean" + (f" (batch {batch + 1})" if n_batches > 1 and batch is not None
+                                    else "")
+            optimize = record.configs[row.config_index].method == "optimize"
+            self.trace.set_trace(captions, tr.mean(batch), tr.sample(index), mean_label=label,
+                                 sample_label=f"sample #{index}",
+                                 xlabel="iteration" if optimize else "sampling step")
+        else:
+            self.trace.clear()
 
     @on(ResultReady)
     def _result_ready(self, message: ResultReady) -> None:
-        if not self._alive():
-            return
         self.pull_events()  # the newest step first, then the result replaces it
         result = message.result
-        self.results.append((result, message.pack_name))
         cfg = result.config
         state = "done" if result.completed else "cancelled"
-        label = (
-            f"{cfg.method} · {state} · {len(result.images)}/{cfg.n} samples · {result.seconds:.1f}s"
-        )
-        if len(result.images):
-            first = int(result.indices[0]) if len(result.indices) else 0
-            row = PreviewRow(label, result.images, result.probs, first, result.captions)
-        elif self._live_row is not None:  # nothing finished: keep the last preview
-            row = replace(self._live_row, label=label)
-        else:
-            row = None
-        if row is not None:
-            self._done_rows.append(row)
-        self._live_row = None
-        with self.batch_update():
-            self.grid.set_rows(list(self._done_rows))
-            self._show_selection()
+        if self.shown is not None and self.shown.id == message.record_id:
+            with self.batch_update():
+                self.render_shown()
         mean = f", mean p(target) {result.mean_target_prob:.3f}" if len(result.images) else ""
-        self.log_panel.info(
-            f"{cfg.method} {state} in {result.seconds:.1f}s: {len(result.images)} samples{mean}"
-        )
+        self.log_panel.info(f"{cfg.method} {state} in {result.seconds:.1f}s: "
+                            f"{len(result.images)} samples{mean}")
         if result.nonfinite_skipped:
-            self.log_panel.warn(
-                f"{result.nonfinite_skipped} non-finite guidance gradients were skipped"
-            )
+            self.log_panel.warn(f"{result.nonfinite_skipped} non-finite guidance gradients "
+                                "were skipped")
 
     @on(RunFailed)
     def _run_failed(self, message: RunFailed) -> None:
-        if not self._alive():
-            return
-        text = describe_error(message.error, message.cfg)
-        self.notify(text, title="Run failed", severity="error", timeout=10)
-        self.log_panel.error(f"run failed: {text}")
+        text = describe_error(message.error, message.config)
+        if text in self._reported_load_errors:  # already said when the pack was loaded ahead
+            self.log_panel.error(f"run failed: {text}")
+        else:
+            self._reported_load_errors.add(text)
+            self.say(f"run failed: {text}", "error", timeout=10)
         if not isinstance(message.error, UserError) and not is_out_of_memory(message.error):
             for line in message.trace.rstrip().splitlines()[-6:]:
                 self.log_panel.error("  " + line)
 
     @on(RunEnded)
-    def _run_ended(self) -> None:
-        if not self._alive():
-            self.running = False
+    def _run_ended(self, message: RunEnded) -> None:
+        if self._quitting:
             return
         self.pull_events()
         self._tick.pause()
-        self.running = False
         self.runs_ended += 1
         self.remove_class("-running")
-        self.refresh_bindings()
-        if self.results:
-            total = sum(len(r.images) for r, _ in self.results)
-            what = "cancelled" if self._cancel.is_set() else "finished"
-            self.status.show_text(
-                f"{what}: {total} samples · ctrl+s saves · ctrl+n/ctrl+b select · f2 views"
-            )
-        elif self._cancel.is_set():
-            self.status.show_text("cancelled before any sample finished")
+        record = self.controller.history.get(message.record_id)
+        if record is None:
+            return
+        if record is self.shown:
+            with self.batch_update():
+                self.render_shown()
+        if record.n_images:
+            what = "cancelled" if record.state == "cancelled" else "finished"
+            self.status.show_text(f"{what}: {record.n_images} samples · ctrl+s saves · "
+                                  "f2 views · ctrl+g runs")
+        elif record.state == "cancelled":
+            kept = " (the unfinished batch is shown: ctrl+s saves it)" if record.savable else ""
+            self.status.show_text(f"cancelled before any sample finished{kept}")
         else:
-            self.status.show_text("run failed: see the log (ctrl+l)")
-
-    async def wait_for_run(self, timeout: float = 30.0) -> bool:
-        """Wait (without blocking the UI) until the sampler thread has returned."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._run_done.is_set():
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
+            where = "in the log" if self.log_panel.display else "the log (ctrl+l)"
+            self.status.show_text(f"run failed: see {where}")
+        if self.controller.history.dropped_unsaved:
+            self.log_panel.warn(f"{self.controller.history.dropped_unsaved} old unsaved runs "
+                                "dropped from this sitting's history")
+            self.controller.history.dropped_unsaved = 0
 
     # ------------------------------------------------------------------ saving
     def action_save(self) -> None:
-        if not self.results or self.running:
+        record = self.shown
+        if record is None:
+            self.say("nothing to save yet: ctrl+r runs")
             return
-        out_root = Path(self.form.state.values.get("out_dir", "out").strip() or "out").expanduser()
-        self.saved_paths = []
-        for result, pack_name in self.results:
-            if not len(result.images):
-                self.log_panel.warn(f"{result.config.method}: no finished samples to save")
+        if record.running:
+            self._refuse_while_running("ctrl+s saves what is done")
+            return
+        if record.source is not None:
+            self.say(f"this run is already in {record.source}")
+            return
+        if record.saved:
+            self.say(f"already saved: {', '.join(str(p) for p in record.saved)}")
+            return
+        if not record.savable:
+            self.say("nothing to save: no sample of this run finished", "warning")
+            return
+        self.save_record(record)
+
+    def save_record(self, record: RunRecord) -> bool:
+        state = self.form.read_now()
+        if "out_dir" in state.errors:
+            self.say(f"cannot save: {LABELS['out_dir']}: {state.errors['out_dir']}", "error")
+            return False
+        raw = state.values.get("out_dir", "out").strip() or "out"
+        out_root = Path(raw).expanduser()
+        self.form_model.forget_out_dir(raw)  # checked again next time (the disk may change)
+        saved: list[Path] = []
+        for result in record.results:
+            if not len(result.images) and result.partial_preview is None:
                 continue
             try:
-                path = self._saver(result, out_root, pack_name)
+                saved.append(Path(self._saver(result, out_root, record.pack_name)))
             except Exception as exc:
-                text = f"could not save: {describe_error(exc)}"
-                self.notify(text, severity="error")
-                self.log_panel.error(text)
-                return
-            self.saved_paths.append(Path(path))
+                self.say(f"could not save: {describe_error(exc)}", "error")
+                return False
+        record.saved = saved
+        self.saved_paths = list(saved)
+        for path in saved:
             self.log_panel.info(f"saved {path}")
-        if self.saved_paths:
-            where = ", ".join(str(p) for p in self.saved_paths)
-            self.notify(f"saved {where}", title="Saved")
+        self.notify(printable("saved " + ", ".join(str(p) for p in saved)), title="Saved",
+                    markup=False)
+        return True
 
     # --------------------------------------------------------------- selection
+    @on(SampleClicked)
+    def _sample_clicked(self, message: SampleClicked) -> None:
+        self.grid.select(message.index)
+        self.selection_changed_at = time.perf_counter()
+        self._show_selection()
+
     def action_select_sample(self, delta: int) -> None:
         if not self.grid.count:
+            self.say("no samples yet: ctrl+r runs")
             return
         self.grid.select(self.grid.selected + delta)
         self.selection_changed_at = time.perf_counter()
-        mean = self.last_event.mean_probs if self.running and self.last_event is not None else None
-        self._show_selection(None, mean)
+        self._show_selection()
+
+    def action_toggle_trace(self) -> None:
+        if not self.trace.display:
+            self.say("no room for the trace at this size")
+            return
+        which = self.trace.toggle()
+        self.say(f"trace: {which or 'batch mean'}", timeout=2)
 
     def action_view_sample(self) -> None:
         located = self.grid.locate(self.grid.selected)
         if located is None:
+            self.say("no sample to view yet: ctrl+r runs")
             return
         row, i = located
         from textual.app import SuspendNotSupported
 
-        from clipterm.tui.graphics import draw_fullsize
+        from clipterm.tui.graphics import draw_fullsize, wait_for_any_key
 
         try:
             with self.suspend():
-                style = draw_fullsize(row.images[i], f"sample #{row.first_index + i} ({row.label})")
-                input(f"[{style}] press Enter to return to clipterm ")
+                try:
+                    caption = printable(f"sample #{row.index_of(i)} ({row.label})")
+                    style = draw_fullsize(row.images[i], caption)
+                    wait_for_any_key(f"[{style}] any key returns to clipterm ")
+                except KeyboardInterrupt:  # Ctrl+C while drawing: back to the app
+                    pass
         except SuspendNotSupported:
-            self.notify("this terminal cannot suspend the app to show graphics", severity="warning")
+            self.say("this terminal cannot suspend the app to show graphics", "warning")
         except Exception as exc:
-            self.notify(f"could not draw the sample: {exc}", severity="warning")
+            self.say(f"could not draw the sample: {exc}", "warning")
+
+    # --------------------------------------------------------------- history
+    def action_runs(self) -> None:
+        records = self.controller.history.records
+        if not records:
+            self.say("no runs yet in this sitting: ctrl+r runs")
+            return
+        runs = [(r.id, r.describe()) for r in records]
+        self.push_screen(RunsScreen(runs, self.shown.id if self.shown else None), self._runs_chosen)
+
+    def _runs_chosen(self, choice: tuple[str, int] | None) -> None:
+        if choice is None:
+            return
+        what, record_id = choice
+        record = self.controller.history.get(record_id)
+        if record is None:
+            return
+        self.show_record(record)
+        if what == "save":
+            self.action_save()
+
+    def show_record(self, record: RunRecord) -> None:
+        self.shown = record
+        self.grid.set_rows([], selected=0)
+        if self.plan is not None and self.plan.mode == "narrow":
+            self.form_open = False
+        self.apply_layout()
+        with self.batch_update():
+            self.render_shown()
+        self.status.show_text(f"showing {record.describe()}")
+
+    def action_open_run(self) -> None:
+        self.push_screen(OpenRunScreen(), self._open_chosen)
+
+    def _open_chosen(self, path: str | None) -> None:
+        if not path:
+            return
+        try:
+            past = load_past_run(path)
+        except UserError as exc:
+            self.say(str(exc), "error", timeout=8)
+            return
+        self.show_past_run(past)
+
+    def show_past_run(self, past: PastRun) -> None:
+        record = self.controller.add_opened(past.folder, [past.result.config], past.pack_name,
+                                            [past.result], [past.trace])
+        self.show_record(record)
+        self.log_panel.info(f"opened {past.folder} ({past.status}, {len(past.result.images)} "
+                            "samples)")
+        if past.skipped:
+            self.log_panel.warn(f"{past.skipped} more samples are in the folder than shown")
 
     # ------------------------------------------------------------------- misc
+    def action_toggle_form(self) -> None:
+        self.form_open = not self.form_open
+        self.apply_layout()
+        if self.form_open:
+            self.query_one("#prompt").focus()
+        if self.shown is None:
+            self.show_idle_status()
+
     def theme_cycle(self) -> list[str]:
         names = [n for n in self.custom_theme_names if n in self.available_themes]
         return names + [n for n in ("textual-dark", "textual-light") if n not in names]
@@ -717,22 +789,59 @@ class ClipTermApp(App[None]):
         cycle = self.theme_cycle()
         i = cycle.index(self.theme) if self.theme in cycle else -1
         self.theme = cycle[(i + 1) % len(cycle)]
-        self.notify(f"theme: {self.theme}", timeout=2)
+        self.notify(printable(f"theme: {self.theme}"), timeout=2, markup=False)
 
     def action_toggle_log(self) -> None:
         self.log_panel.display = not self.log_panel.display
 
+    def action_download(self) -> None:
+        state = self.form.read_now()
+        if state.spec is None:
+            self.say("name a pack in the Model field first", "warning")
+            return
+        if state.missing_weights is None:
+            self.say(f"the weights of {state.spec.name} are here already")
+            return
+        if hub_offline():
+            self.say("HF_HUB_OFFLINE is set: downloads are off. Unset it, or run "
+                     f"clipterm models --download {state.spec.name} on a machine with internet",
+                     "warning", timeout=8)
+            return
+        model = state.values["model"].strip()
+        self.say(f"downloading the weights of {state.spec.name}…")
+        import threading
+
+        threading.Thread(target=self._download, args=(model,), daemon=True).start()
+
+    def _download(self, model: str) -> None:
+        try:
+            from clipterm.models import download_pack
+
+            download_pack(model)
+            self.post_message(DownloadEnded(model, None))
+        except Exception as exc:
+            self.post_message(DownloadEnded(model, describe_error(exc)))
+
+    @on(DownloadEnded)
+    def _download_ended(self, message: DownloadEnded) -> None:
+        if message.error:
+            self.say(f"download failed: {message.error}", "error", timeout=8)
+        else:
+            self.say(f"downloaded the weights of {message.model}")
+        self.form_model.forget_availability()
+        self.form.read_now()
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        keys = [
-            (b.key, b.tooltip or b.description) for b in self.BINDINGS if isinstance(b, Binding)
-        ]
+        keys = [(b.key, b.tooltip or b.description) for b in self.BINDINGS
+                if isinstance(b, Binding)]
         keys += [
-            ("ctrl+p", "command palette: every action by name"),
+            ("ctrl+p", "command palette: every action by name (open a run folder, download)"),
             ("tab / shift+tab", "move between fields"),
             ("alt+up / alt+down", "move a distractor line (in the list)"),
             ("enter", "run, from any text field"),
+            ("mouse", "click a thumbnail to select it; the wheel scrolls the thumbnails"),
         ]
         self.push_screen(HelpScreen(keys))
 
@@ -742,17 +851,56 @@ class ClipTermApp(App[None]):
         except OSError as exc:
             self.log_panel.warn(f"could not remember the form values: {exc}")
 
+    def unsaved_records(self) -> list[RunRecord]:
+        out = self.controller.history.unsaved()
+        current = self.controller.current
+        if current is not None and current.running and current.savable:
+            out.append(current)
+        return out
+
     async def action_quit(self) -> None:
-        """Quit; a running sampler is cancelled and waited for, so no thread is left behind."""
+        """Quit at once, or ask first when runs of this sitting are not saved."""
+        if isinstance(self.screen, QuitScreen):  # ctrl+q again: quit without saving
+            self.screen.dismiss("quit")
+            return
+        unsaved = self.unsaved_records()
+        if not unsaved:
+            self.quit_now()
+            return
+        self.push_screen(QuitScreen([r.describe() for r in unsaved], self.running),
+                         self._quit_chosen)
+
+    def _quit_chosen(self, choice: str | None) -> None:
+        if choice == "save":
+            self.run_worker(self._save_and_quit(), exclusive=True, group="quit")
+        elif choice == "quit":
+            self.quit_now()
+
+    async def _save_and_quit(self) -> None:
+        """Save every unsaved run, then quit; a running one is stopped first (between steps),
+        so what it finished is saved too."""
         if self.running:
-            self._cancel.set()
-            self.status.show_text("cancelling the run before quitting…")
-            await self.wait_for_run()
+            self.controller.cancel()
+            self.status.show_text("stopping the run to save what it has done…")
+            while self.running:
+                await asyncio.sleep(0.05)
+            self.pull_events()
+        for record in self.unsaved_records():
+            if not self.save_record(record):
+                return  # the reason is shown; stay
+        self.quit_now()
+
+    def quit_now(self) -> None:
+        """Stop the run (a moment's grace, never a wait), remember the form, exit."""
+        self._quitting = True
+        if self.running:
+            self.status.show_text("stopping the run…")
+            self.controller.shutdown(QUIT_GRACE)
         self.save_form_values()
         self.exit()
 
     def on_unmount(self) -> None:
-        self._cancel.set()  # any other way out still stops the sampler
+        self.controller.shutdown(0)  # any other way out still stops the sampler
 
 
 def run_app(
@@ -768,21 +916,34 @@ def run_app(
     seed: int | None = None,
     out_dir: str | Path | None = None,
     reset: bool = False,
+    open_run: PastRun | None = None,
 ) -> None:
-    """Open the TUI with the form prefilled from the given options (None = remembered/default)."""
+    """Open the TUI with the form prefilled from the given options (None = remembered/default).
+
+    Returns as soon as the app has restored the terminal: a sampler or pack loader still busy in
+    its thread is not waited for (the process ends without them).
+    """
+    from clipterm.config import METHODS
+
     if method is not None and method not in METHODS:
-        raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    app = ClipTermApp(
-        model=model,
-        prompt=prompt,
-        distractors=distractors,
-        method=method,
-        device=device,
-        steps=steps,
-        scale=scale,
-        n=n,
-        seed=seed,
-        out_dir=out_dir,
-        reset=reset,
-    )
+        raise UserError(f"unknown method {printable(method)!r}: choose one of {', '.join(METHODS)}")
+    app = ClipTermApp(model=model, prompt=prompt, distractors=distractors, method=method,
+                      device=device, steps=steps, scale=scale, n=n, seed=seed, out_dir=out_dir,
+                      reset=reset, open_run=open_run)
     app.run()
+    code = app.return_code or 0
+    if app.controller.busy_threads():
+        # A sampler or pack loader is still inside torch (it stops between steps, which can
+        # take seconds). The terminal is restored and the form remembered; finishing the
+        # interpreter under a running torch thread would wait, or abort in C++: end now.
+        import os
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    if code:
+        raise SystemExit(code)

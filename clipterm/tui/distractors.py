@@ -1,7 +1,8 @@
 """DistractorList: the distractor captions, one per line, in an editable text area.
 
 Add a caption with a new line, edit it in place, remove it by deleting the line (ctrl+shift+k),
-and reorder with alt+up / alt+down. Blank lines are ignored.
+and reorder with alt+up / alt+down. Blank lines are ignored. Editing keys keep their order in a
+burst (:class:`~clipterm.tui.field_input.OwnKeysFirst`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Iterable
 from textual.binding import Binding
 from textual.widgets import TextArea
 
+from clipterm.tui.field_input import OwnKeysFirst
 
-class DistractorList(TextArea):
+
+class DistractorList(OwnKeysFirst, TextArea):
     BINDINGS = [
         Binding("alt+up", "move_line(-1)", "Move up", show=False),
         Binding("alt+down", "move_line(1)", "Move down", show=False),

@@ -26,21 +26,52 @@ from rich.style import Style
 
 UPPER_HALF = "\u2580"  # ▀
 
+# The xterm 256-colour palette above the 16 system colours: a 6x6x6 cube and a 24-step grey ramp.
+CUBE_LEVELS = np.array([0, 95, 135, 175, 215, 255], dtype=np.int32)
+GREY_VALUES = np.array([0, *range(8, 239, 10), 255], dtype=np.int32)  # black, ramp, white
+GREY_INDICES = np.array([16, *range(232, 256), 231], dtype=np.int32)
+GREY_CHROMA = 24  # pixels whose channels differ less than this are drawn from the grey ramp
+_WEIGHTS = np.array([2, 4, 3], dtype=np.int32)  # a cheap perceptual weighting of R, G, B
+
 _style_cache: dict[tuple[int, ...], Style] = {}
 
 
-def _style(top: tuple[int, int, int], bottom: tuple[int, int, int] | None) -> Style:
+def _style(top: tuple[int, ...], bottom: tuple[int, ...] | None) -> Style:
+    """The style of one half-block cell: an RGB triple each, or a 1-tuple palette index."""
     key = top + bottom if bottom is not None else top
     style = _style_cache.get(key)
     if style is None:
         if len(_style_cache) > 65536:
             _style_cache.clear()
-        style = Style(
-            color=Color.from_rgb(*top),
-            bgcolor=None if bottom is None else Color.from_rgb(*bottom),
-        )
+        style = Style(color=_colour(top), bgcolor=None if bottom is None else _colour(bottom))
         _style_cache[key] = style
     return style
+
+
+def _colour(value: tuple[int, ...]) -> Color:
+    return Color.from_ansi(value[0]) if len(value) == 1 else Color.from_rgb(*value)
+
+
+def xterm256(image: np.ndarray) -> np.ndarray:
+    """The nearest colour of the xterm 256-colour palette for each pixel, as palette indices.
+
+    Grey-ish pixels (channels within ``GREY_CHROMA``) take the nearest step of the 24-step grey
+    ramp (or black / white), so grey samples stay grey; the others the nearer of the colour
+    cube's and the ramp's candidates (weighted RGB distance). The 16 system colours are never
+    used: terminals and themes change them.
+    """
+    rgb = image.astype(np.int32)
+    cube = np.abs(rgb[..., None] - CUBE_LEVELS).argmin(axis=-1)  # [H, W, 3] levels 0..5
+    cube_rgb = CUBE_LEVELS[cube]
+    cube_index = 16 + 36 * cube[..., 0] + 6 * cube[..., 1] + cube[..., 2]
+    grey = (rgb * _WEIGHTS).sum(axis=-1) // _WEIGHTS.sum()
+    g = np.abs(grey[..., None] - GREY_VALUES).argmin(axis=-1)
+    grey_rgb = GREY_VALUES[g][..., None]
+    d_cube = (((rgb - cube_rgb) ** 2) * _WEIGHTS).sum(axis=-1)
+    d_grey = (((rgb - grey_rgb) ** 2) * _WEIGHTS).sum(axis=-1)
+    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
+    use_grey = (chroma < GREY_CHROMA) | (d_grey <= d_cube)
+    return np.where(use_grey, GREY_INDICES[g], cube_index).astype(np.int32)
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -60,13 +91,20 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(pil)
 
 
-def halfblock_lines(image: np.ndarray) -> list[list[Segment]]:
-    """Render an RGB uint8 image [H, W, 3] as ceil(H/2) lines of W half-block cells."""
+def halfblock_lines(image: np.ndarray, colours: str = "truecolor") -> list[list[Segment]]:
+    """Render an RGB uint8 image [H, W, 3] as ceil(H/2) lines of W half-block cells.
+
+    ``colours="256"`` picks each pixel's colour from the xterm 256-colour palette here (see
+    :func:`xterm256`) instead of leaving the terminal's colour reduction to chance.
+    """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
     img = np.ascontiguousarray(image, dtype=np.uint8)
     h, w = img.shape[:2]
-    rows = img.tolist()  # plain ints: much faster to index than numpy scalars
+    if colours == "256":
+        rows = xterm256(img)[..., None].tolist()
+    else:
+        rows = img.tolist()  # plain ints: much faster to index than numpy scalars
     lines: list[list[Segment]] = []
     for y in range(0, h, 2):
         top_row = rows[y]
@@ -75,8 +113,8 @@ def halfblock_lines(image: np.ndarray) -> list[list[Segment]]:
             Segment(
                 UPPER_HALF,
                 _style(
-                    tuple(top_row[x]),  # type: ignore[arg-type]
-                    tuple(bottom_row[x]) if bottom_row is not None else None,  # type: ignore[arg-type]
+                    tuple(top_row[x]),
+                    tuple(bottom_row[x]) if bottom_row is not None else None,
                 ),
             )
             for x in range(w)

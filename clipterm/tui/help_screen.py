@@ -25,6 +25,10 @@ gradients of CLIP. Edit the **prompt** (the caption to steer toward) and the **d
 
 Blank numeric fields use the pack's default (shown in grey). Invalid fields are marked, with
 the reason under the form; Run stays disabled until the form is valid.
+
+On a small terminal one pane shows at a time: **ctrl+f** switches between the form and the
+results. The trace shows each caption's probability over the steps. Every run of this sitting
+is kept (**ctrl+g** lists them, to show or save one); quitting asks about unsaved runs.
 """
 
 

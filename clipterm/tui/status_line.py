@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from textual.widgets import Static
 
 from clipterm.events import StepEvent
+from clipterm.sanitize import printable
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -60,8 +61,11 @@ def describe_event(
 
 
 class StatusLine(Static):
+    def __init__(self, text: str = "", **kwargs: object) -> None:
+        super().__init__(text, markup=False, **kwargs)  # type: ignore[arg-type]
+
     def show_text(self, text: str) -> None:
-        self.update(text)
+        self.update(printable(text))
 
     @property
     def text(self) -> str:

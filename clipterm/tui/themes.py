@@ -14,8 +14,10 @@ A theme file looks like::
     target-bar = "#9ece6a"    # the target caption's probability bar
     other-bar = "#565f89"     # the distractors' bars
 
-Files are read from the repo's ``themes/`` folder and from ``<user config dir>/themes``. A file
-that does not parse or names an unknown key or a bad colour is skipped and reported once.
+The built-in themes are the repository's top-level ``themes/`` folder, shipped in the wheel as
+the package ``clipterm.themes`` (``[tool.setuptools.package-dir]``); the user's own are read
+from ``<user config dir>/themes``. A file that does not parse or names an unknown key or a bad
+colour is skipped and reported once.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def theme_from_dict(data: dict[str, Any], path: Path) -> Theme:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValueError('needs a name = "..."')
+    if not name.isprintable() or len(name) > 64:
+        raise ValueError("the name must be printable text of at most 64 characters")
     if "primary" not in data:
         raise ValueError("needs a primary colour")
     colours = {k: _check_colour(path, k, data[k]) for k in COLOUR_KEYS if k in data}
@@ -136,6 +140,22 @@ def load_themes(dirs: Iterable[Path]) -> ThemeLoadReport:
     return report
 
 
+def builtin_themes_dir() -> Path:
+    """The built-in themes: the installed package ``clipterm.themes`` (the repository's
+    ``themes/`` folder, mapped into the wheel), else the folder of a source checkout."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("clipterm.themes")  # a namespace package: a folder of TOML files
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(location)
+        if folder.is_dir() and any(folder.glob("*.toml")):
+            return folder
+    return repo_themes_dir()  # not installed as a package: a bare source checkout
+
+
 def repo_themes_dir() -> Path:
-    """``themes/`` at the root of a source checkout (absent in an installed wheel)."""
+    """``themes/`` at the root of a source checkout."""
     return Path(__file__).resolve().parents[2] / "themes"

@@ -143,8 +143,12 @@ IGNORED = [
      {"eta": 0.0}),
     ("guide-from with uncond", ["--method", "uncond", "--guide-from", "500"],
      "does not use --guide-from", {"guide_from": None}),
-    ("init image with spherical", ["--method", "spherical", "--init-image", "GOOD"],
-     "does not use --init-image", {"init_image": None}),
+    ("strength with optimize", [*OPT, "--init-image", "GOOD", "--strength", "0.5"],
+     "optimize does not use --strength", {"strength": None}),
+    ("guide-every with uncond", ["--method", "uncond", "--guide-every", "2"],
+     "does not use --guide-every", {"guide_every": None}),
+    ("image prompt with uncond", ["--method", "uncond", "--image-prompt", "GOOD"],
+     "does not use --image-prompt", {"image_prompt": None}),
 ]
 
 

@@ -41,6 +41,7 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., C
             "config_dir": tmp_path / "config",
             "theme_dirs": [repo_themes_dir()],
             "out_dir": str(tmp_path / "out"),
+            "availability": lambda spec: None,  # the fake pack's weights "are here"
         }
         options.update(kwargs)
         return ClipTermApp(**options)

@@ -82,6 +82,8 @@ class FakeRunner:
 
     ``delay``: seconds per step. ``pause_at``: block at that step until ``release`` is set
     (mid-run snapshots), only in batch ``pause_batch`` if given. ``fail_at``: raise ``error`` at that step.
+    ``pause_method``: pause only that method's run. ``partial_preview``: a cancelled run keeps its last preview (as the real sampler does);
+    ``run_started`` / ``run_finished``: the run's wall-clock times.
     """
 
     def __init__(
@@ -92,6 +94,10 @@ class FakeRunner:
         fail_at: int | None = None,
         error: BaseException | None = None,
         size: int = 16,
+        partial_preview: bool = False,
+        run_started: str = "",
+        run_finished: str = "",
+        pause_method: str | None = None,
     ) -> None:
         self.delay = delay
         self.pause_at = pause_at
@@ -99,6 +105,9 @@ class FakeRunner:
         self.fail_at = fail_at
         self.error = error or RuntimeError("boom")
         self.size = size
+        self.partial_preview = partial_preview
+        self.run_started, self.run_finished = run_started, run_finished
+        self.pause_method = pause_method
         self.paused = threading.Event()
         self.release = threading.Event()
         self.finished = threading.Event()
@@ -137,6 +146,7 @@ class FakeRunner:
         n_batches = cfg.n_batches
         images, probs, indices = [], [], []
         completed = True
+        last_preview = None
         for b in range(n_batches):
             first = b * batch
             idx = list(range(first, min(cfg.n, first + batch)))
@@ -146,13 +156,15 @@ class FakeRunner:
                     break
                 if self.fail_at == step:
                     raise self.error
-                if self.pause_at == step and self.pause_batch in (None, b):
+                if (self.pause_at == step and self.pause_batch in (None, b)
+                        and self.pause_method in (None, cfg.method)):
                     self.paused.set()
                     while not self.release.wait(0.05):
                         if cancel is not None and cancel.is_set():
                             break
                 if self.delay:
                     time.sleep(self.delay)
+                last_preview = fake_images(cfg.seed, idx, step, steps, self.size)
                 if on_event is not None:
                     on_event(
                         StepEvent(
@@ -185,4 +197,7 @@ class FakeRunner:
             completed=completed,
             seconds=0.1 * steps * n_batches,
             device="cpu",
+            started=self.run_started,
+            finished=self.run_finished,
+            partial_preview=last_preview if self.partial_preview and not completed else None,
         )

@@ -6,7 +6,7 @@ from clipterm.tui.help_screen import HelpScreen
 from clipterm.tui.themes import repo_themes_dir
 
 from .fakes import FakeRunner
-from .helpers import run_to_end
+from .helpers import Notes, run_to_end
 
 SIZE = (120, 40)
 
@@ -100,3 +100,28 @@ async def test_distractors_from_pack_command(make_app) -> None:
             "eight",
             "nine",
         )
+
+
+async def test_the_log_wraps_long_lines_instead_of_cutting_them(make_app) -> None:
+    app = make_app(preload=False)
+    async with app.run_test(size=(120, 40)) as pilot:  # the log is narrower than 78 columns
+        await pilot.press("ctrl+l")
+        long = "saved " + "/a-rather-long-folder" * 8 + "/END"
+        app.log_panel.info(long)
+        await pilot.pause()
+        text = app.log_panel.query_one("#log-text")
+        width = app.log_panel.content_size.width
+        assert 0 < text.size.width <= width
+        # every character is on some line: the lines wrap at the panel's width
+        assert text.size.height >= 1 + -(-(len(long) + 9) // width)
+
+
+async def test_download_is_offered_and_offline_says_why_not(make_app, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = make_app(preload=False, availability=lambda spec: "the weights are not here")
+    async with app.run_test(size=(120, 40)):
+        notes = Notes(app)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Download weights", "Open run folder", "Runs of this sitting"} <= titles
+        app.action_download()
+        assert "HF_HUB_OFFLINE is set" in notes

@@ -11,11 +11,12 @@ from rich.color import ColorTriplet
 
 from clipterm.errors import ModelUnavailableError
 from clipterm.events import StepEvent
-from clipterm.tui.app import describe_error, initial_form_values
 from clipterm.tui.bars import bar
-from clipterm.tui.halfblock import UPPER_HALF, fit_factor, halfblock_lines, resize
+from clipterm.tui.form_model import initial_values
+from clipterm.tui.halfblock import UPPER_HALF, fit_factor, halfblock_lines, resize, xterm256
 from clipterm.tui.latest import LatestSlot
 from clipterm.tui.pack_cache import PackCache
+from clipterm.tui.runner import describe_error
 from clipterm.tui.status_line import clock, describe_event, sparkline
 from clipterm.tui.themes import load_themes, repo_themes_dir
 
@@ -37,6 +38,33 @@ def test_odd_height_has_no_background_on_the_last_row() -> None:
     img = np.full((3, 2, 3), 200, dtype=np.uint8)
     lines = halfblock_lines(img)
     assert len(lines) == 2 and lines[1][0].style.bgcolor is None
+
+
+def test_256_colours_keep_grey_pixels_grey() -> None:
+    """A 256-colour terminal (tmux without truecolor): grey and near-grey pixels come from the
+    grey ramp (no coloured speckles in grey digits); colours from the cube; never the 16
+    system colours, which themes redefine."""
+    greys = np.array([[[v, v, v] for v in range(0, 256, 5)]], dtype=np.uint8)
+    tinted = np.array([[[120, 118, 128], [60, 66, 57], [200, 190, 205]]], dtype=np.uint8)
+    for img in (greys, tinted):
+        idx = xterm256(img)
+        assert np.all((idx >= 232) | (idx == 16) | (idx == 231)), idx
+    assert xterm256(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)).tolist() == [[16, 231]]
+    # grey levels stay in order (no level maps darker than a darker one)
+    order = xterm256(greys)[0]
+    values = [0 if i == 16 else 255 if i == 231 else 8 + 10 * (i - 232) for i in order]
+    assert values == sorted(values)
+    colours = xterm256(np.array([[[255, 0, 0], [0, 0, 255], [0, 135, 95]]], np.uint8))[0]
+    assert colours.tolist() == [196, 21, 16 + 36 * 0 + 6 * 2 + 1]
+    assert np.all(xterm256(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)) >= 16)
+    lines = halfblock_lines(tinted, colours="256")
+    assert lines[0][0].style.color.number == xterm256(tinted)[0, 0]
+
+
+def test_every_preview_segment_has_a_style() -> None:
+    """Textual's NO_COLOR filter fails on segments without a style."""
+    img = np.zeros((5, 4, 3), dtype=np.uint8)
+    assert all(seg.style is not None for line in halfblock_lines(img) for seg in line)
 
 
 def test_resize_repeats_pixels_and_box_filters() -> None:
@@ -171,11 +199,11 @@ def test_errors_read_as_one_line() -> None:
 
 def test_initial_values_prefer_options_then_memory() -> None:
     remembered = {"model": "cifar10", "prompt": "cat", "distractors": "dog\nbird", "seed": "7"}
-    same = initial_form_values({"model": None}, remembered)
+    same = initial_values({"model": None}, remembered)
     assert (same["prompt"], same["distractors"], same["seed"]) == ("cat", "dog\nbird", "7")
     # a prompt from the command line drops itself from the remembered distractors
-    prompt = initial_form_values({"prompt": "dog"}, remembered)
+    prompt = initial_values({"prompt": "dog"}, remembered)
     assert prompt["prompt"] == "dog" and prompt["distractors"] == "bird"
     # another model: the remembered prompt belongs to the old one
-    other = initial_form_values({"model": "digits"}, remembered)
+    other = initial_values({"model": "digits"}, remembered)
     assert other["model"] == "digits" and other["prompt"] != "cat" and other["seed"] == "7"

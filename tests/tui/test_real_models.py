@@ -33,7 +33,7 @@ async def test_full_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
         assert result.completed and len(result.images) == 4
         assert app.last_event is not None and app.last_event.total == 6
         # the bars show the real final probabilities, target first
-        assert app.bars.text_lines()[1].startswith("▸one")
+        assert app.bars.text_lines()[1].startswith("■ ▸one")
         assert f"{float(result.probs[:, 0].mean()) * 100:5.1f}%" in app.bars.text_lines()[1]
         assert app.grid.count == 4 and "▀" in "".join(app.grid.text_lines())
         assert "finished: 4 samples" in app.status.text
@@ -41,7 +41,9 @@ async def test_full_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
         await pilot.pause()
         folder = app.saved_paths[0]
         meta = json.loads((folder / "run.json").read_text())
-        assert meta  # a run folder, written by clipterm.output.write_run
+        # the run's own wall-clock times, not the time it was saved
+        assert meta["started"] == result.started and meta["created"] == result.started
+        assert meta["finished"] == result.finished and meta["status"] == "complete"
         assert len([p for p in folder.glob("*.png") if p.name != "grid.png"]) == 4
 
 
@@ -63,6 +65,8 @@ async def test_cancel_real_run_on_the_tiny_pack(tiny_pack, tmp_path) -> None:
         await until(pilot, lambda: not app.running, timeout=5)
         assert app.results and not app.results[0][0].completed
         assert "cancelled" in app.status.text
+        # nothing finished (one batch): the unfinished batch's preview is kept to look at
+        assert app.shown.savable and app.grid.count == 2
 
 
 @pytest.mark.slow
@@ -91,5 +95,5 @@ async def test_run_on_the_digits_pack(tmp_path) -> None:
         await run_to_end(pilot, timeout=120)
         result, _ = app.results[0]
         assert result.completed and len(result.images) == 8
-        assert app.bars.text_lines()[1].startswith("▸seven")
+        assert app.bars.text_lines()[1].startswith("■ ▸seven")
         assert app.grid.count == 8

@@ -1,4 +1,4 @@
-"""Snapshot tests (pytest-textual-snapshot) at 120x40 with deterministic content.
+"""Snapshot tests (pytest-textual-snapshot) at 120x40 and 80x24 with deterministic content.
 
 Update after an intended visual change: ``pytest tests/tui/test_snapshots.py --snapshot-update``
 and look at the SVGs in ``__snapshots__/`` before committing them.
@@ -32,13 +32,15 @@ async def steady_cursor(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-def test_idle(make_app, snap_compare) -> None:
+@pytest.mark.parametrize("size", [SIZE, (80, 24)], ids=["120x40", "80x24"])
+def test_idle(make_app, snap_compare, size) -> None:
     app = make_app(out_dir="out", preload=False)
-    assert snap_compare(app, terminal_size=SIZE, run_before=steady_cursor)
+    assert snap_compare(app, terminal_size=size, run_before=steady_cursor)
 
 
-def test_mid_run(make_app, snap_compare) -> None:
-    runner = FakeRunner(pause_at=6)
+@pytest.mark.parametrize("size", [SIZE, (80, 24)], ids=["120x40", "80x24"])
+def test_mid_run(make_app, snap_compare, size) -> None:
+    runner = FakeRunner(pause_at=6, size=32)
     app = make_app(out_dir="out", runner=runner, n=8, steps=10)
 
     async def run_before(pilot: Pilot) -> None:
@@ -48,7 +50,7 @@ def test_mid_run(make_app, snap_compare) -> None:
         await until(pilot, lambda: app.last_event is not None and app.last_event.step == 5)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
     runner.release.set()
 
 
