@@ -8,7 +8,7 @@ Every number on the page comes from this script (run through scripts/reproduce_r
    default subset size and at the poster's 10;
 3. reference rows: real images of the target (the floor) and of all classes (what a perfect
    unconditional model would score);
-4. the seed's ablations (guidance scale, guidance start) with clipterm.commands.sweep;
+4. the seed's ablations (guidance scale, guidance start) with clipterm.sweep;
 5. plots and a sample grid into docs/img/results-*.png, and the page.
 
 ``--quick`` shrinks everything for a smoke test on any pack (the tests' tiny pack included).
@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from clipterm import sweep as sweeps
     from clipterm.api import make_config
-    from clipterm.commands import sweep as sweeps
     from clipterm.evaluate import Evaluator
     from clipterm.models import load_pack
     from clipterm.output import package_versions, save_png
