@@ -71,6 +71,7 @@ def compare_table(results: Sequence[tuple[RunResult, Path]], evaluator: Any = No
             "scale": cfg.scale,
             "steps": cfg.steps,
             "sampler": cfg.sampler,
+            **{key: getattr(cfg, key) for key in RECORDED},
             "run_dir": str(run_dir),
         }
         if evaluator is not None and n:
@@ -78,13 +79,24 @@ def compare_table(results: Sequence[tuple[RunResult, Path]], evaluator: Any = No
         rows.append(row)
     first = results[0][0].config if results else None
     return {
-        "prompt": first.prompt if first else "",
+        "prompt": first.prompt_text if first else "",
+        "init_image": first.init_image if first else None,
+        "image_prompt": next((r.config.image_prompt for r, _ in results
+                              if r.config.image_prompt), None),
         "captions": list(first.captions) if first else [],
         "seed": first.seed if first else None,
+        "train_steps": first.train_steps if first else 1000,
         "device": results[0][0].device if results else "",
         "evaluation": evaluator.describe() if evaluator is not None else None,
         "rows": rows,
     }
+
+
+# the options a row records beside method, scale, steps and sampler (None: the method lacks it)
+RECORDED = ("guide_from", "guide_every", "init_image", "strength", "image_prompt",
+            "image_weight")
+OPTION_HEAD = {"guide_from": "guide from", "guide_every": "guide every",
+               "strength": "strength", "image_weight": "image weight"}
 
 
 EVAL_HEAD = ["KID (mean ± std)", "judged share", "judge confidence"]
@@ -102,19 +114,26 @@ def eval_cells(row: dict[str, Any]) -> list[str]:
 def table_markdown(table: dict[str, Any]) -> str:
     rows = table["rows"]
     has_eval = any("kid_mean" in r for r in rows)
-    head = ["method", "n", "seconds", "s/sample", "mean p(target)"]
+    train = int(table.get("train_steps") or 1000)
+    options = [k for k, name in OPTION_HEAD.items() if any(_set(k, r.get(k), train) for r in rows)]
+    head = ["method", *(OPTION_HEAD[k] for k in options), "n", "seconds", "s/sample",
+            "mean p(target)"]
     if has_eval:
         head += EVAL_HEAD
+    extra = "".join(f"; {what} {quoted(table[key], 60)}" for key, what in
+                    (("init_image", "init image"), ("image_prompt", "image prompt"))
+                    if table.get(key))
     lines = [
         f"prompt: {quoted(table['prompt'], 80)}; captions: "
         f"{', '.join(printable(c, 40) for c in table['captions'])}; "
-        f"seed {table['seed']}; device {printable(table['device'])}",
+        f"seed {table['seed']}; device {printable(table['device'])}{extra}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for r in rows:
-        cells = [printable(r["method"]), str(r["n"]), f"{r['seconds']:.2f}",
+        cells = [printable(r["method"]), *(_option_cell(k, r.get(k), train) for k in options),
+                 str(r["n"]), f"{r['seconds']:.2f}",
                  f"{r['seconds_per_sample']:.3f}" if r["seconds_per_sample"] is not None else "-",
                  f"{r['mean_target_prob']:.3f}" if r["mean_target_prob"] is not None else "-"]
         if has_eval:
@@ -123,6 +142,20 @@ def table_markdown(table: dict[str, Any]) -> str:
     if table.get("evaluation"):
         lines += ["", f"evaluation: {printable(table['evaluation'])}"]
     return "\n".join(lines) + "\n"
+
+
+def _set(key: str, value: Any, train_steps: int) -> bool:
+    """Is an option set to other than what a run does without it?"""
+    default = {"guide_from": train_steps, "guide_every": 1}.get(key)
+    return value is not None and value != default
+
+
+def _option_cell(key: str, value: Any, train_steps: int) -> str:
+    if value is None:
+        return "-"
+    if key == "guide_from":
+        return "all steps" if value >= train_steps else f"t < {value}"
+    return f"{value:g}"
 
 
 def write_compare(out_root: Path, pack_name: str, results: Sequence[tuple[RunResult, Path]],

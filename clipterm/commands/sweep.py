@@ -1,4 +1,5 @@
-"""``clipterm sweep``: a grid of guidance scales x start steps as run folders, a table and plots.
+"""``clipterm sweep``: a grid of guidance scales x start steps (and guide-every, strength, image
+weight) as run folders, a table and plots.
 
 The command only parses options and runs the grid; the grid, the table, the plots and the files
 are :mod:`clipterm.sweep`'s.
@@ -14,8 +15,11 @@ import typer
 
 from clipterm.sweep import (
     build_configs,
+    parse_guide_every,
     parse_guide_from,
+    parse_image_weights,
     parse_scales,
+    parse_strengths,
     run_sweep,
     sweep_markdown,
     sweep_plots,
@@ -34,7 +38,18 @@ def register(app: typer.Typer) -> None:
         guide_from: str = typer.Option("all", "--guide-from", help="Comma-separated timesteps "
                                        "to start guiding below, e.g. 1000,800,600,400,200; "
                                        "'all' guides every step."),
-        prompt: str = typer.Option(None, "--prompt", "-p", help="Target caption."),
+        guide_every: str = typer.Option(None, "--guide-every", help="Comma-separated k: guide "
+                                        "every k-th step only, e.g. 1,2,5."),
+        strength: str = typer.Option(None, "--strength", help="Comma-separated strengths of "
+                                     "--init-image, each in 0..1, e.g. 0.25,0.5,0.75."),
+        image_weight: str = typer.Option(None, "--image-weight", help="Comma-separated weights "
+                                         "of --image-prompt, e.g. 0.5,1,2."),
+        init_image: str = typer.Option(None, "--init-image", help="Start every run from this "
+                                       "image, noised to --strength (default 0.6)."),
+        image_prompt: str = typer.Option(None, "--image-prompt", help="An image whose CLIP "
+                                         "embedding is one more target."),
+        prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Target caption. Repeat, "
+                                         "or write 'a:1|b:-0.5', for weighted prompts."),
         distractor: list[str] = typer.Option(None, "--distractor", "-d",
                                              help="Distractor caption; repeat."),
         n: int = typer.Option(None, "-n", "--n", help="Samples per grid point (default 16)."),
@@ -61,7 +76,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
-        """Run a grid of guidance scales x start steps; write a table and plots."""
+        """Run a grid of guidance scales x start steps (x guide-every x strength x image
+        weight); write a table and plots."""
         from clipterm.commands import common
         from clipterm.output import check_out_dir, new_run_dir, slug
         from clipterm.packs import get_pack_spec
@@ -72,12 +88,17 @@ def register(app: typer.Typer) -> None:
         spec = get_pack_spec(model)
         scales = parse_scales(scale) if scale is not None else None
         starts = parse_guide_from(guide_from, spec.train_steps)
+        everys = (parse_guide_every(guide_every, spec.train_steps)
+                  if guide_every is not None else None)
+        strengths = parse_strengths(strength) if strength is not None else None
+        weights = parse_image_weights(image_weight) if image_weight is not None else None
         cfgs = build_configs(
-            spec, method=method, prompt=prompt, distractors=distractor, scales=scales,
+            spec, method=method, prompt=prompt or None, distractors=distractor, scales=scales,
             guide_froms=starts, preset=preset, train_steps=spec.train_steps,
-            **common.given(n=n, batch=batch, steps=steps,
-                                 sampler=sampler, seed=seed,
-                                 grad_norm=grad_norm, clip_input=clip_input),
+            guide_everys=everys, strengths=strengths, image_weights=weights,
+            **common.given(n=n, batch=batch, steps=steps, sampler=sampler, seed=seed,
+                           grad_norm=grad_norm, clip_input=clip_input, init_image=init_image,
+                           image_prompt=image_prompt),
         )
         if plots:
             require_matplotlib()
@@ -94,7 +115,7 @@ def register(app: typer.Typer) -> None:
             evaluator = Evaluator.for_run(pack, cfgs[0].prompt, real=real, features=features,
                                           subset_size=subset_size, subsets=subsets,
                                           n=cfgs[0].n, data_root=data_root)
-        folder = new_run_dir(out_root, f"sweep-{method}-{slug(cfgs[0].prompt)}")
+        folder = new_run_dir(out_root, f"sweep-{method}-{slug(cfgs[0].prompt_text)}")
 
         def run_one(cfg: Any, root: Path, label: str, folder_label: str) -> tuple[Any, Path]:
             outcome = common.run_to_folder(pack, cfg, root, quiet=quiet or as_json, label=label,
