@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from clipterm.errors import ConfigError
+from clipterm.sanitize import printable
 
 GRID_COLUMNS = 16
 # (config, out_root, label, folder_label) -> (result, run dir); folder_label names the point
@@ -41,9 +43,9 @@ def parse_numbers(text: str, flag: str, low: float | None, high: float | None) -
         try:
             v = float(part)
         except ValueError:
-            raise ConfigError(f"{flag}: {part!r} is not a number") from None
+            raise ConfigError(f"{flag}: {printable(repr(part))} is not a number") from None
         if not math.isfinite(v) or (low is not None and v < low) or (high is not None and v > high):
-            raise ConfigError(f"{flag}: {part} must be a finite number {_range(low, high)}")
+            raise ConfigError(f"{flag}: {printable(part)} must be a finite number {_range(low, high)}")
         values.append(v)
     return _unique(values, flag)
 
@@ -63,8 +65,8 @@ def parse_guide_from(text: str, train_steps: int) -> list[int | None]:
         if part.lower() in ("all", "none"):
             values.append(None)
             continue
-        if not part.isdigit() or not 0 < int(part) <= train_steps:
-            raise ConfigError(f"--guide-from: {part!r} must be a whole number in 1..{train_steps} "
+        if not _whole(part, 1, train_steps):
+            raise ConfigError(f"--guide-from: {printable(repr(part))} must be a whole number in 1..{train_steps} "
                               "or 'all'")
         values.append(int(part))
     return _unique(values, "--guide-from")
@@ -74,8 +76,8 @@ def parse_guide_every(text: str, train_steps: int) -> list[int]:
     """``"1,2,5"`` -> [1, 2, 5]: guide every k-th step, k a whole number in 1..train_steps."""
     values: list[int] = []
     for part in _parts(text, "--guide-every"):
-        if not part.isdigit() or not 0 < int(part) <= train_steps:
-            raise ConfigError(f"--guide-every: {part!r} must be a whole number in "
+        if not _whole(part, 1, train_steps):
+            raise ConfigError(f"--guide-every: {printable(repr(part))} must be a whole number in "
                               f"1..{train_steps}")
         values.append(int(part))
     return _unique(values, "--guide-every")
@@ -93,6 +95,11 @@ def parse_image_weights(text: str) -> list[float]:
         raise ConfigError("--image-weight: 0 leaves the image prompt out: sweep without "
                           "--image-prompt for that point")
     return values
+
+
+def _whole(text: str, low: int, high: int) -> bool:
+    """Is ``text`` a whole number in low..high, written in ASCII digits?"""
+    return re.fullmatch(r"[0-9]{1,12}", text) is not None and low <= int(text) <= high
 
 
 def _parts(text: str, flag: str) -> list[str]:
