@@ -9,7 +9,11 @@ Every number on the page comes from this script (run through scripts/reproduce_r
 3. reference rows: real images of the target (the floor) and of all classes (what a perfect
    unconditional model would score);
 4. the seed's ablations (guidance scale, guidance start) with clipterm.sweep;
-5. plots and a sample grid into docs/img/results-*.png, and the page.
+5. the options users of CLIP-guided tools ask for (issue 14): guiding every k-th step, an init
+   image of another class guided across strengths, a weighted prompt with a negative weight;
+6. plots and a sample grid into docs/img/results-*.png, and the page.
+
+``--only-options`` runs step 5 alone and rewrites only its section of an existing page.
 
 ``--quick`` shrinks everything for a smoke test on any pack (the tests' tiny pack included).
 """
@@ -83,10 +87,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(the embedded digits pack, default settings only)")
     p.add_argument("--manifest", type=Path,
                    default=ROOT / "clipterm" / "packs" / "digits" / "manifest.json")
+    p.add_argument("--options-n", type=int, default=64,
+                   help="samples per seed for each setting of the options section")
+    p.add_argument("--options-guide-every", default="1,2,5")
+    p.add_argument("--options-strengths", default="0,0.25,0.5,0.75,1")
+    p.add_argument("--no-options", action="store_true", help="skip the options section")
+    p.add_argument("--only-options", action="store_true",
+                   help="run only the options section and rewrite it in the existing --page")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
     if args.write_manifest and (why := manifest_refusal(args)):
         p.error(why)  # before the run, not after 20 minutes of it
+    if args.only_options and (args.no_options or args.write_manifest):
+        p.error("--only-options runs the options section alone: without --no-options and "
+                "--write-manifest")
+    if args.only_options and not args.page.is_file():
+        p.error(f"--only-options rewrites a section of {args.page}, which does not exist")
     return args
 
 
@@ -261,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.seeds = min(args.n, 6), "0,1"
         args.steps = args.steps or 3
         args.sweep_guide_from = "1000,500"
+        args.options_n = min(args.options_n, 6)
+        args.options_guide_every, args.options_strengths = "1,2", "0,1"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     spec = get_pack_spec(args.model)
@@ -275,6 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     run_root = args.resume or args.out / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_root.mkdir(parents=True, exist_ok=True)
     cache = RunCache(run_root, t_start)
+
+    options_possible = (evaluator.real_label.startswith("digits:") and pack.judge is not None
+                        and bool(args.init_class))
+    if args.only_options:
+        if not options_possible:
+            raise SystemExit("--only-options needs a digits pack with a judge")
+        options = option_runs(pack, spec, prompt, args, cache, run_root, seeds, evaluator)
+        write_json(run_root / "options.json", options)
+        page = splice_options(args.page.read_text(), render_options(options, prompt, args))
+        args.page.write_text(page)
+        log(f"rewrote the options section of {args.page} ({run_root}, "
+            f"{cache.elapsed() / 60:.1f} min)")
+        return 0
 
     # 1. feature check (judge features on the digits data only)
     check = None
@@ -364,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
             sweeps.write_sweep(folder, table, results, png=have_matplotlib())
             sweep_tables[name] = table
 
-    # 5. images
+    # 5. the options of issue 14 (guide every k-th step, init image strengths, weighted prompts)
+    options = None
+    if not args.no_options and options_possible:
+        options = option_runs(pack, spec, prompt, args, cache, run_root, seeds, evaluator)
+
+    # 6. images
     args.img.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
     real_imgs = load_real_images(evaluator.real_label if ":" in evaluator.real_label
@@ -404,10 +440,10 @@ def main(argv: list[str] | None = None) -> int:
            "device": str(pack.device), "date": _dt.date.today().isoformat(),
            "machine": platform.machine(), "wall_s": wall}
     everything = {"env": env, "records": records, "references": references, "check": check,
-                  "init_image": init,
+                  "init_image": init, "options": options,
                   "sweeps": sweep_tables, "evaluation": evaluator.describe(), "m": m, "m10": m10,
                   "args": {k: str(v) for k, v in vars(args).items()}}
-    (run_root / "results.json").write_text(json.dumps(everything, indent=2, default=str) + "\n")
+    write_json(run_root / "results.json", everything)
     page = render_page(everything, methods, seeds, prompt, pack, images, args)
     args.page.parent.mkdir(parents=True, exist_ok=True)
     args.page.write_text(page)
@@ -515,6 +551,181 @@ def write_manifest_quality(r: dict[str, Any], methods: list[str], seeds: list[in
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# ----------------------------------------------------------------------------- options (issue 14)
+OPTIONS_BEGIN = "<!-- options: written by scripts/reproduce_results.py -->"
+OPTIONS_END = "<!-- /options -->"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def option_runs(pack: Any, spec: Any, prompt: str, args: argparse.Namespace, cache: Any,
+                run_root: Path, seeds: list[int], evaluator: Any) -> dict[str, Any]:
+    """Contrastive guidance with the options of issue 14, ``--options-n`` samples per seed:
+
+    - guiding every k-th step (``--options-guide-every``): judged share, KID, sampling time;
+    - an init image (the first held-out ``--init-class`` the judge calls so) guided to
+      ``prompt`` across ``--options-strengths``: judged shares of both classes, the judge's
+      probability of the source class and the mean absolute pixel difference to the image;
+    - the weighted prompt ``prompt:1|init-class:-1`` against ``prompt`` alone.
+    """
+    from clipterm import data
+    from clipterm import sweep as sweeps
+    from clipterm.api import make_config
+    from clipterm.metrics import judge_probabilities, judge_scores
+    from clipterm.output import save_png
+
+    n, source = args.options_n, args.init_class
+    evaluator = replace(evaluator, subset_size=evaluator.subset_size_for(n))
+    target_i, source_i = data.class_index(prompt), data.class_index(source)
+    root = run_root / "option-runs"
+
+    def run(seed: int, what: str, **fields: Any) -> tuple[Any, Any]:
+        cfg = make_config(spec, prompt=fields.pop("prompt", prompt), method="contrastive",
+                          n=n, seed=seed, steps=args.steps, **fields)
+        log(f"options, seed {seed}: {what} (n={n})")
+        result, _ = cache.run(pack, cfg, root)
+        return cfg, result
+
+    def judged(images: np.ndarray) -> dict[str, float]:
+        to_target = judge_scores(pack.judge, images, target_i)
+        to_source = judge_scores(pack.judge, images, source_i)
+        return {"share_target": to_target["target_share"],
+                "share_source": to_source["target_share"],
+                "p_source": to_source["target_probability"]}
+
+    def measured(result: Any) -> dict[str, Any]:
+        e = evaluator.evaluate(result.images)
+        return {"seconds": result.seconds, "kid": e["kid_mean"], "kid_subset_std": e["kid_std"],
+                **judged(result.images)}
+
+    # (a) guide every k-th step
+    every = []
+    for k in sweeps.parse_guide_every(args.options_guide_every, pack.train_steps):
+        per_seed = []
+        for seed in seeds:
+            cfg, result = run(seed, f"guide every {k}", guide_every=k)
+            per_seed.append({"seed": seed, **measured(result)})
+        guided = sum(1 for i in range(cfg.steps) if i % k == 0)
+        every.append({"guide_every": k, "guided_steps": guided, "steps": cfg.steps,
+                      "per_seed": per_seed})
+
+    # (b) an init image of the source class, guided to the target across strengths
+    reals = data.real_digit_images(source_i, split="test", size=pack.image_size)
+    p_real = judge_probabilities(pack.judge, reals)
+    pick = int(np.argmax((p_real.argmax(dim=1) == source_i).numpy()))
+    image = reals[pick]
+    folder = run_root / "option-init"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source}-{pick:02d}.png"
+    if not path.exists():
+        save_png(path, image)
+    strengths = []
+    for st in sweeps.parse_strengths(args.options_strengths):
+        per_seed = []
+        for seed in seeds:
+            _, result = run(seed, f"init image strength {st:g}", init_image=str(path),
+                            strength=st)
+            diff = np.abs(result.images.astype(np.float32) - image.astype(np.float32))
+            per_seed.append({"seed": seed, "seconds": result.seconds,
+                             "pixel_mad": float(diff.mean()), **judged(result.images)})
+        strengths.append({"strength": st, "per_seed": per_seed})
+    original = judged(image[None])
+
+    # (c) a weighted prompt with a negative weight against the prompt alone
+    weighted = []
+    for text in (prompt, f"{prompt}:1|{source}:-1"):
+        per_seed = []
+        for seed in seeds:
+            _, result = run(seed, f"prompt {text!r}", prompt=text)
+            per_seed.append({"seed": seed, **measured(result)})
+        weighted.append({"prompt": text, "per_seed": per_seed})
+
+    base = make_config(spec, prompt=prompt, method="contrastive", n=n, steps=args.steps)
+    return {"n": n, "seeds": seeds, "source": source, "target": prompt,
+            "setting": f"contrastive, {base.steps} {base.sampler} steps, scale {base.scale:g} "
+                       f"({base.grad_norm} gradients), the other captions as distractors",
+            "evaluation": evaluator.describe(),
+            "guide_every": every,
+            "init_image": {"path": str(path), "index": pick, "judged": original,
+                           "strengths": strengths},
+            "weighted": weighted}
+
+
+def render_options(o: dict[str, Any], prompt: str, args: argparse.Namespace) -> str:
+    """The options section of the page, between markers (``--only-options`` replaces it)."""
+    k, n, src = len(o["seeds"]), o["n"], o["source"]
+
+    def stat(rows: list[dict[str, Any]], key: str, digits: int = 2) -> str:
+        return fmt(summary([r[key] for r in rows]), digits)
+
+    L = [OPTIONS_BEGIN, "## Guide every k-th step, init images, weighted prompts\n",
+         f"{o['setting'].capitalize()}; n = {n} samples per seed and setting, seeds "
+         f"{', '.join(map(str, o['seeds']))}; `±` is the sd across the {k} seeds. Judged "
+         f"shares are the judge's (the fraction it classifies as {prompt!r} or as {src!r}); "
+         f"KID as in the table above ({o['evaluation']}). Regenerate this section alone with "
+         "`bash scripts/reproduce_results.sh --only-options` (each run folder is also listed in "
+         "`options.json`).\n",
+         "### Guiding every k-th step\n",
+         f"`clipterm generate --model digits --prompt {prompt} -n {n} --guide-every K` for each "
+         "seed. Seconds are the wall time of one run of n samples on this shared machine "
+         "(indicative); the ratio is to k = 1 within the same seed.\n",
+         f"| guide every | steps guided | seconds for {n} samples | × k=1 time | "
+         f"judged share {prompt} | KID | judged share {src} |",
+         "|---|---|---|---|---|---|---|"]
+    first = o["guide_every"][0]["per_seed"]
+    for row in o["guide_every"]:
+        ratios = [r["seconds"] / f["seconds"] for r, f in zip(row["per_seed"], first,
+                                                                strict=True)]
+        L.append(f"| {row['guide_every']} | {row['guided_steps']} of {row['steps']} | "
+                 f"{stat(row['per_seed'], 'seconds', 1)} | "
+                 f"{fmt(summary(ratios), 2)} | {stat(row['per_seed'], 'share_target')} | "
+                 f"{stat(row['per_seed'], 'kid', 4)} | {stat(row['per_seed'], 'share_source')} |")
+    init = o["init_image"]
+    L += ["", f"### An init image of a {src} guided to {prompt!r}\n",
+          f"The init image is held-out real {src} #{init['index']} (the first the judge calls a "
+          f"{src}: its probability of {src} is {init['judged']['p_source']:.3f}). "
+          f"`clipterm generate --model digits --prompt {prompt} -n {n} --init-image "
+          f"{src}.png --strength S` for each seed: the image is noised to timestep S × 1000 "
+          "with each sample's own noise and the guided chain runs from there. Closeness to "
+          "the original: the mean absolute pixel difference (0..255, over all pixels and "
+          f"channels) and the judge's mean probability of {src!r}.\n",
+          f"| strength | judged share {prompt} | judged share {src} | judge p({src}) | "
+          f"mean abs. pixel difference | seconds for {n} samples |",
+          "|---|---|---|---|---|---|"]
+    for row in init["strengths"]:
+        rs = row["per_seed"]
+        L.append(f"| {row['strength']:g} | {stat(rs, 'share_target')} | "
+                 f"{stat(rs, 'share_source')} | {stat(rs, 'p_source', 3)} | "
+                 f"{stat(rs, 'pixel_mad', 1)} | {stat(rs, 'seconds', 1)} |")
+    L += ["", f"### A weighted prompt: {prompt}:1|{src}:-1\n",
+          f"`clipterm generate --model digits --prompt \"{prompt}:1|{src}:-1\" -n {n}` against "
+          f"`--prompt {prompt}` for each seed (the same x_T): contrastive guidance ascends "
+          f"log p({prompt}) - log p({src}) among all captions.\n",
+          f"| prompt | judged share {prompt} | judged share {src} | KID | "
+          f"seconds for {n} samples |", "|---|---|---|---|---|"]
+    for row in o["weighted"]:
+        rs = row["per_seed"]
+        L.append(f"| `{row['prompt']}` | {stat(rs, 'share_target')} | "
+                 f"{stat(rs, 'share_source')} | {stat(rs, 'kid', 4)} | "
+                 f"{stat(rs, 'seconds', 1)} |")
+    L += ["", OPTIONS_END, ""]
+    return "\n".join(L)
+
+
+def splice_options(page: str, section: str) -> str:
+    """``page`` with its options section replaced by ``section`` (inserted before
+    "## Measurement choices", or at the end, where the page has none yet)."""
+    start, end = page.find(OPTIONS_BEGIN), page.find(OPTIONS_END)
+    if start >= 0 and end > start:
+        return page[:start] + section.rstrip("\n") + page[end + len(OPTIONS_END):]
+    at = page.find("## Measurement choices")
+    if at < 0:
+        return page.rstrip("\n") + "\n\n" + section
+    return page[:at] + section + "\n" + page[at:]
 
 
 # ----------------------------------------------------------------------------- the page
@@ -677,6 +888,9 @@ def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt:
         if key in images:
             add(f"![{title}]({images[key]})\n")
 
+    if r.get("options"):
+        add(render_options(r["options"], prompt, args))
+
     chk = r.get("check")
     add("## Measurement choices\n")
     add("**Judge, not the guiding CLIP.** Samples are scored by a separate classifier (a small "
@@ -760,7 +974,8 @@ def render_page(r: dict[str, Any], methods: list[str], seeds: list[int], prompt:
     add("## Reproduce\n")
     add("```bash\nbash scripts/reproduce_results.sh            # this page, about "
         f"{math.ceil(env['wall_s'] / 60)} minutes on {env['cpus']} CPU cores\n"
-        "bash scripts/reproduce_results.sh --quick    # smoke test of the whole pipeline\n```\n")
+        "bash scripts/reproduce_results.sh --quick    # smoke test of the whole pipeline\n"
+        "bash scripts/reproduce_results.sh --only-options   # only the options section\n```\n")
     add("Run folders, sweep folders and `results.json` (every number above) go to "
         "`out/results/<timestamp>/`.")
     return "\n".join(L) + "\n"

@@ -48,6 +48,32 @@ def test_quick_run_writes_the_page_images_and_results(quick_run: Path) -> None:
     init = r["init_image"]
     assert init["n"] == 2 and init["source"] == "one" and "_before" not in init
     assert 0.0 <= init["judged_target_share"] <= 1.0
+    # the options section: guide every k-th step, init image strengths, weighted prompts
+    assert "## Guide every k-th step, init images, weighted prompts" in page
+    o = r["options"]
+    assert [row["guide_every"] for row in o["guide_every"]] == [1, 2]
+    assert [row["guided_steps"] for row in o["guide_every"]] == [3, 2]  # of 3 steps
+    assert all(len(row["per_seed"]) == 2 for row in o["guide_every"])
+    strengths = o["init_image"]["strengths"]
+    assert [row["strength"] for row in strengths] == [0.0, 1.0]
+    assert o["init_image"]["judged"]["share_source"] == 1.0  # the judge calls the image a one
+    # strength 0 gives the init image back (a pixel or so of rounding); 1 is far from it
+    assert all(x["pixel_mad"] < 2 and x["share_source"] == 1.0 for x in strengths[0]["per_seed"])
+    assert all(x["pixel_mad"] > 10 for x in strengths[1]["per_seed"])
+    assert [row["prompt"] for row in o["weighted"]] == ["seven", "seven:1|one:-1"]
+    assert "| `seven:1|one:-1` |" in page
+
+
+def test_only_options_replaces_just_its_section(script: ModuleType) -> None:
+    old = script.OPTIONS_BEGIN + "\nold numbers\n" + script.OPTIONS_END
+    page = f"# Results\n\n{old}\n## Measurement choices\n\ntext\n"
+    new = f"{script.OPTIONS_BEGIN}\nnew numbers\n{script.OPTIONS_END}\n"
+    out = script.splice_options(page, new)
+    assert out == f"# Results\n\n{new.rstrip()}\n## Measurement choices\n\ntext\n"
+    # a page without the section gets it before "Measurement choices", once
+    fresh = script.splice_options("# Results\n\n## Measurement choices\n", new)
+    assert fresh == f"# Results\n\n{new}\n## Measurement choices\n"
+    assert script.splice_options(fresh, new) == fresh
 
 
 @pytest.mark.slow
