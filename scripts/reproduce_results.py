@@ -620,20 +620,25 @@ def option_runs(pack: Any, spec: Any, prompt: str, args: argparse.Namespace, cac
     image = reals[pick]
     folder = run_root / "option-init"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{source}-{pick:02d}.png"
+    path = (folder / f"{source}-{pick:02d}.png").resolve()  # the cache key holds the path
     if not path.exists():
         save_png(path, image)
     strengths = []
+    grid_rows: list[tuple[str, np.ndarray]] = [(f"init image ({source})", image[None])]
     for st in sweeps.parse_strengths(args.options_strengths):
         per_seed = []
         for seed in seeds:
             _, result = run(seed, f"init image strength {st:g}", init_image=str(path),
                             strength=st)
+            if seed == seeds[0]:
+                grid_rows.append((f"strength {st:g}", result.images[:16]))
             diff = np.abs(result.images.astype(np.float32) - image.astype(np.float32))
             per_seed.append({"seed": seed, "seconds": result.seconds,
                              "pixel_mad": float(diff.mean()), **judged(result.images)})
         strengths.append({"strength": st, "per_seed": per_seed})
     original = judged(image[None])
+    args.img.mkdir(parents=True, exist_ok=True)
+    save_png(args.img / "results-init-strengths.png", labelled_grid(grid_rows))
 
     # (c) a weighted prompt with a negative weight against the prompt alone
     weighted = []
@@ -651,7 +656,7 @@ def option_runs(pack: Any, spec: Any, prompt: str, args: argparse.Namespace, cac
             "evaluation": evaluator.describe(),
             "guide_every": every,
             "init_image": {"path": str(path), "index": pick, "judged": original,
-                           "strengths": strengths},
+                           "strengths": strengths, "grid": "img/results-init-strengths.png"},
             "weighted": weighted}
 
 
@@ -701,7 +706,10 @@ def render_options(o: dict[str, Any], prompt: str, args: argparse.Namespace) -> 
         L.append(f"| {row['strength']:g} | {stat(rs, 'share_target')} | "
                  f"{stat(rs, 'share_source')} | {stat(rs, 'p_source', 3)} | "
                  f"{stat(rs, 'pixel_mad', 1)} | {stat(rs, 'seconds', 1)} |")
-    L += ["", f"### A weighted prompt: {prompt}:1|{src}:-1\n",
+    L += ["", f"![init image strengths]({init['grid']})\n",
+          f"*Top: the init image; then the first 16 samples of seed {o['seeds'][0]} at each "
+          "strength.*\n"]
+    L += [f"### A weighted prompt: {prompt}:1|{src}:-1\n",
           f"`clipterm generate --model digits --prompt \"{prompt}:1|{src}:-1\" -n {n}` against "
           f"`--prompt {prompt}` for each seed (the same x_T): contrastive guidance ascends "
           f"log p({prompt}) - log p({src}) among all captions.\n",
@@ -709,7 +717,8 @@ def render_options(o: dict[str, Any], prompt: str, args: argparse.Namespace) -> 
           f"seconds for {n} samples |", "|---|---|---|---|---|"]
     for row in o["weighted"]:
         rs = row["per_seed"]
-        L.append(f"| `{row['prompt']}` | {stat(rs, 'share_target')} | "
+        shown = row["prompt"].replace("|", "\\|")  # a bare | would end the table cell
+        L.append(f"| `{shown}` | {stat(rs, 'share_target')} | "
                  f"{stat(rs, 'share_source')} | {stat(rs, 'kid', 4)} | "
                  f"{stat(rs, 'seconds', 1)} |")
     L += ["", OPTIONS_END, ""]

@@ -61,7 +61,7 @@ def test_quick_run_writes_the_page_images_and_results(quick_run: Path) -> None:
     assert all(x["pixel_mad"] < 2 and x["share_source"] == 1.0 for x in strengths[0]["per_seed"])
     assert all(x["pixel_mad"] > 10 for x in strengths[1]["per_seed"])
     assert [row["prompt"] for row in o["weighted"]] == ["seven", "seven:1|one:-1"]
-    assert "| `seven:1|one:-1` |" in page
+    assert "| `seven:1\\|one:-1` |" in page  # the | escaped inside the table
 
 
 def test_only_options_replaces_just_its_section(script: ModuleType) -> None:
