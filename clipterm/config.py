@@ -286,7 +286,9 @@ def resolve(spec: Any, *, method: str = "contrastive",
             notes.append("--cut-pow and --augment shape cutouts, and --cutouts is 0: "
                          "they have no effect")
         kw.update(views)
-        if "image_prompt" in values:
+        if "image_prompt" in values and values.get("image_weight", 1.0) == 0:
+            notes.append("an image prompt of weight 0 is left out (not recorded)")
+        elif "image_prompt" in values:
             kw.update(image_prompt=values["image_prompt"],
                       image_weight=values.get("image_weight", 1.0))
         elif "image_weight" in values:

@@ -128,7 +128,7 @@ class Guide:
         weights = list(cfg.target_weights)
         if cfg.image_prompt is not None:
             targets = torch.cat([targets, image_prompt_embedding(pack, cfg.image_prompt).to(targets)])
-            weights.append(float(cfg.image_weight or 1.0))
+            weights.append(1.0 if cfg.image_weight is None else float(cfg.image_weight))
         self.target_emb = targets
         # contrastive: the targets (text, then image) first, then the distractors
         self.caption_emb = torch.cat([targets, scorer.text_emb[n_targets:]])

@@ -297,6 +297,16 @@ def test_an_image_prompt_is_one_more_target(tiny_loaded, init_png, tmp_path, cap
     assert "uncond does not use --image-prompt" in o.err
 
 
+def test_an_image_prompt_of_weight_0_is_left_out(tiny_loaded, init_png):
+    spec = tiny_loaded.spec
+    zero = resolve(spec, n=2, steps=3, scale=2.0, image_prompt=str(init_png), image_weight=0.0)
+    assert (zero.image_prompt, zero.image_weight) == (None, None)
+    assert any("image prompt of weight 0 is left out" in w for w in zero.warnings)
+    alone = resolve(spec, n=2, steps=3, scale=2.0)
+    np.testing.assert_array_equal(sample(tiny_loaded, zero).images,
+                                  sample(tiny_loaded, alone).images)
+
+
 def tiny_pack_path(pack) -> str:
     return pack.spec.source
 
