@@ -8,6 +8,7 @@ Exit codes: 0 done; 2 a usage or input error (one line, no traceback); 1 a faile
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -52,6 +53,7 @@ def _root(
     scale: float = typer.Option(None, "--scale", help="Guidance scale."),
     n: int = typer.Option(None, "-n", "--n", help="Number of samples."),
     seed: int = typer.Option(None, "--seed", help="Seed."),
+    from_path: Path = typer.Option(None, "--from", help="Prefill the form with a run folder's or a sample PNG's settings (options given here override them)."),
     reset: bool = typer.Option(False, "--reset", help="Forget the remembered form values."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
@@ -69,11 +71,17 @@ def _root(
     except ImportError:  # the TUI has not been built into this install
         typer.echo(ctx.get_help())
         raise typer.Exit() from None
+    settings = None
+    if from_path is not None:  # refused in one line before the app starts
+        from clipterm.rerun import read_recorded
+
+        settings = read_recorded(from_path)
     prefill = {
         "model": model, "prompt": prompt, "distractors": list(distractor) if distractor else None,
         "method": method, "device": device, "steps": steps, "scale": scale, "n": n, "seed": seed,
     }
-    run_app(**{k: v for k, v in prefill.items() if v is not None}, reset=reset)
+    run_app(**{k: v for k, v in prefill.items() if v is not None}, reset=reset,
+            settings=settings)
 
 
 app.command()(generate)

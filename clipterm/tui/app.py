@@ -34,8 +34,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
+from clipterm.animation import check_format as check_animation_format
 from clipterm.errors import UserError
 from clipterm.events import RunResult, StepEvent
+from clipterm.rerun import Recorded
 from clipterm.sanitize import printable
 from clipterm.tui import layout
 from clipterm.tui.bars import ProbabilityBars
@@ -48,6 +50,7 @@ from clipterm.tui.form_model import (
     FormState,
     hub_offline,
     initial_values,
+    values_from_recorded,
 )
 from clipterm.tui.help_screen import HelpScreen
 from clipterm.tui.log_panel import LogPanel
@@ -62,7 +65,7 @@ from clipterm.tui.messages import (
     RunRequested,
     SampleClicked,
 )
-from clipterm.tui.open_screen import OpenRunScreen
+from clipterm.tui.open_screen import LOAD_SETTINGS, OpenRunScreen
 from clipterm.tui.past_run import PastRun, load_past_run
 from clipterm.tui.prefs import (
     default_config_dir,
@@ -81,7 +84,7 @@ from clipterm.tui.trace_view import TraceView
 
 Loader = Callable[[str, str], Any]
 Runner = Callable[..., RunResult]
-Saver = Callable[[RunResult, Path, str], Path]
+Saver = Callable[..., Path]  # (result, out_root, pack_name, pack_source=...) -> the folder
 
 REFRESH_HZ = 12.0
 PRELOAD_DELAY = 0.8  # seconds after the form settles before the pack is loaded ahead of a run
@@ -90,10 +93,15 @@ QUIT_GRACE = 0.0  # quitting never waits for the sampler: it is told to stop, an
 DEFAULT_THEME = "clipterm-night"
 
 
-def default_saver(result: RunResult, out_root: Path, pack_name: str) -> Path:
-    from clipterm.output import write_run
+def default_saver(result: RunResult, out_root: Path, pack_name: str,
+                  pack_source: str = "") -> Path:
+    """A new run folder for ``result``; ``pack_source`` is what loads the pack again (the Model
+    field as typed), so ``clipterm generate --from`` and the app's Load settings re-run it."""
+    from clipterm.output import RunWriter
 
-    return write_run(result, out_root, pack_name)
+    writer = RunWriter.create(out_root, result.config, pack_name, pack_source=pack_source)
+    writer.add_batch(result.indices.tolist(), result.images, result.probs)
+    return writer.finish(result)
 
 
 def result_row(result: RunResult, index: int) -> PreviewRow | None:
@@ -127,6 +135,8 @@ class ClipTermApp(App[None]):
         Binding("ctrl+o", "compare", "Compare", show=False, tooltip="Run the Compare methods from the same seed"),
         Binding("f3", "toggle_trace", "Trace", show=False, tooltip="Trace of the batch mean / the selected sample"),
         Binding("f2", "view_sample", "View", show=False, tooltip="The selected sample full size (term-image)"),
+        Binding("f4", "animate", "Animate", tooltip="Write the shown run's denoising animation into its folder (saves it first)"),
+        Binding("f5", "load_settings", "Load", show=False, tooltip="Load a run folder's or sample PNG's settings into the form"),
         Binding("ctrl+t", "next_theme", "Theme", show=False, tooltip="Next colour theme"),
         Binding("ctrl+l", "toggle_log", "Log", show=False, tooltip="Show or hide the log"),
         Binding("f1", "help", "Help", tooltip="Keys and methods"),
@@ -155,6 +165,7 @@ class ClipTermApp(App[None]):
         theme_dirs: Iterable[Path] | None = None,
         preload: bool = True,
         open_run: PastRun | None = None,
+        settings: Recorded | None = None,
     ) -> None:
         super().__init__()
         self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
@@ -166,6 +177,11 @@ class ClipTermApp(App[None]):
             "device": device, "steps": steps, "scale": scale, "n": n, "seed": seed,
             "out_dir": None if out_dir is None else str(out_dir),
         }
+        self.settings_notes: list[str] = []
+        if settings is not None:  # clipterm --from PATH: the recorded run, then the options
+            recorded, self.settings_notes = values_from_recorded(settings)
+            prefill = {**recorded, "distractors": recorded["distractors"].splitlines(),
+                       **{k: v for k, v in prefill.items() if v is not None}}
         from clipterm.packs import default_pack_name
 
         self._initial_values = initial_values(prefill, remembered, default_pack_name())
@@ -233,6 +249,8 @@ class ClipTermApp(App[None]):
         else:
             self.show_idle_status()
             self.query_one("#prompt").focus()
+        for note in self.settings_notes:
+            self.say(note, "warning", timeout=8)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         theme = self.current_theme
@@ -353,6 +371,10 @@ class ClipTermApp(App[None]):
                             self.action_runs)
         yield SystemCommand("Open run folder", "Show a past run's samples, bars and trace",
                             self.action_open_run)
+        yield SystemCommand("Load settings", "From a run folder or a sample PNG into the form (f5)",
+                            self.action_load_settings)
+        yield SystemCommand("Write animation", "The shown run's denoising, into its folder (f4)",
+                            self.action_animate)
         yield SystemCommand("Show or hide the form", "ctrl+f", self.action_toggle_form)
         yield SystemCommand("Next sample", "Select the next sample (ctrl+n)",
                             lambda: self.action_select_sample(1))
@@ -659,20 +681,98 @@ class ClipTermApp(App[None]):
         out_root = Path(raw).expanduser()
         self.form_model.forget_out_dir(raw)  # checked again next time (the disk may change)
         saved: list[Path] = []
-        for result in record.results:
+        folders: dict[int, Path] = {}
+        for i, result in enumerate(record.results):
             if not len(result.images) and result.partial_preview is None:
                 continue
             try:
-                saved.append(Path(self._saver(result, out_root, record.pack_name)))
+                folders[i] = Path(self._saver(result, out_root, record.pack_name,
+                                              pack_source=record.model))
             except Exception as exc:
                 self.say(f"could not save: {describe_error(exc)}", "error")
                 return False
+            saved.append(folders[i])
         record.saved = saved
+        record.folders = folders
         self.saved_paths = list(saved)
         for path in saved:
             self.log_panel.info(f"saved {path}")
         self.notify(printable("saved " + ", ".join(str(p) for p in saved)), title="Saved",
                     markup=False)
+        return True
+
+    # ---------------------------------------------------------------- animation
+    def action_animate(self) -> None:
+        """Write the shown run's denoising animation into its run folder, saving it first."""
+        from clipterm.tui.animation_files import write_run_animation
+
+        record = self.shown
+        if record is None:
+            self.say("nothing to animate yet: ctrl+r runs")
+            return
+        if record.running:
+            self._refuse_while_running("f4 writes its animation")
+            return
+        if record.source is not None:
+            self.say("a run opened from its folder kept no frames: clipterm generate --from "
+                     f"{record.source} --animate gif makes it again with one", "warning", 8)
+            return
+        finished = [i for i, r in enumerate(record.results) if len(r.indices)]
+        if not finished or not record.frames:
+            self.say("nothing to animate: no sample of this run finished", "warning")
+            return
+        fmt = self.form.read_now().values.get("animate", "gif")
+        try:
+            check_animation_format(fmt)
+        except UserError as exc:
+            self.say(f"{LABELS['animate']}: {exc}", "error", timeout=8)
+            return
+        if record.animations:
+            self.say(f"already written: {', '.join(str(p) for p in record.animations)}")
+            return
+        if not record.saved and not self.save_record(record):
+            return
+        written: list[Path] = []
+        for i in finished:
+            folder = record.folders.get(i)
+            if folder is None or i >= len(record.frames):
+                continue
+            try:
+                written += write_run_animation(folder, record.frames[i], record.results[i], fmt)
+            except UserError as exc:
+                self.say(f"could not write the animation: {exc}", "error", timeout=8)
+                return
+        record.animations = written
+        for path in written:
+            self.log_panel.info(f"animation {path}")
+        self.notify(printable("wrote " + ", ".join(str(p) for p in written)),
+                    title="Animation", markup=False)
+
+    # ----------------------------------------------------------------- settings
+    def action_load_settings(self) -> None:
+        self.push_screen(OpenRunScreen(purpose=LOAD_SETTINGS), self._settings_chosen)
+
+    def _settings_chosen(self, path: str | None) -> None:
+        if path:
+            self.load_settings(path)
+
+    def load_settings(self, path: str | Path) -> bool:
+        """Fill the form with a run folder's or a sample PNG's settings (one line if not)."""
+        from clipterm.rerun import read_recorded
+
+        try:
+            recorded = read_recorded(path)
+        except UserError as exc:
+            self.say("cannot load settings: " + str(exc).removeprefix("--from "), "error", 8)
+            return False
+        values, notes = values_from_recorded(recorded)
+        self.form.set_values(values)
+        self.form_open = True
+        self.apply_layout()
+        where = f"sample #{recorded.index} of " if recorded.index is not None else ""
+        self.say(f"settings of {where}{path} loaded: ctrl+r runs them")
+        for note in notes:
+            self.say(note, "warning", timeout=8)
         return True
 
     # --------------------------------------------------------------- selection
@@ -917,6 +1017,7 @@ def run_app(
     out_dir: str | Path | None = None,
     reset: bool = False,
     open_run: PastRun | None = None,
+    settings: Recorded | None = None,
 ) -> None:
     """Open the TUI with the form prefilled from the given options (None = remembered/default).
 
@@ -929,7 +1030,7 @@ def run_app(
         raise UserError(f"unknown method {printable(method)!r}: choose one of {', '.join(METHODS)}")
     app = ClipTermApp(model=model, prompt=prompt, distractors=distractors, method=method,
                       device=device, steps=steps, scale=scale, n=n, seed=seed, out_dir=out_dir,
-                      reset=reset, open_run=open_run)
+                      reset=reset, open_run=open_run, settings=settings)
     app.run()
     code = app.return_code or 0
     if app.controller.busy_threads():

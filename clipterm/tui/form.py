@@ -26,6 +26,7 @@ from clipterm.sanitize import printable
 from clipterm.tui.distractors import DistractorList
 from clipterm.tui.field_input import FieldInput
 from clipterm.tui.form_model import (
+    ANIMATION_FORMATS,
     CLIP_INPUTS,
     DEFAULT_VALUES,
     FIELDS,
@@ -36,6 +37,7 @@ from clipterm.tui.form_model import (
     FormState,
     captions_after_switch,
     device_choices,
+    pack_distractors,
     placeholders,
     valid_device,
 )
@@ -74,7 +76,7 @@ class RunForm(Widget, can_focus=False):
                 allow_blank=False, compact=True, id="device"))
             yield Static("Prompt", classes="section")
             yield FieldInput(v["prompt"], id="prompt", compact=True,
-                             placeholder="the caption to steer toward")
+                             placeholder="a caption, or weighted: a:1|b:-0.5")
             yield Label("Distractors, one per line (alt+↑/↓ reorder)", classes="hint")
             yield DistractorList(v["distractors"].splitlines(), id="distractors")
             yield Static("Method", classes="section")
@@ -95,13 +97,25 @@ class RunForm(Widget, can_focus=False):
                 allow_blank=False, compact=True, id="clip_input"))
             yield self._row("guide_from", FieldInput(v["guide_from"], id="guide_from",
                                                      compact=True, placeholder="all steps"))
+            yield self._row("guide_every", FieldInput(v["guide_every"], id="guide_every",
+                                                      compact=True))
+            yield self._row("image_prompt", FieldInput(v["image_prompt"], id="image_prompt",
+                                                       compact=True,
+                                                       placeholder="none (an image as a target)"))
+            yield self._row("image_weight", FieldInput(v["image_weight"], id="image_weight",
+                                                       compact=True))
             for name in ("opt_iters", "lr"):
                 yield self._row(name, FieldInput(v[name], id=name, compact=True))
             yield self._row("init_image", FieldInput(v["init_image"], id="init_image",
                                                      compact=True,
-                                                     placeholder="none (optional path)"))
+                                                     placeholder="none (start from an image)"))
+            yield self._row("strength", FieldInput(v["strength"], id="strength", compact=True))
             yield Static("Output", classes="section")
             yield self._row("out_dir", FieldInput(v["out_dir"], id="out_dir", compact=True))
+            yield self._row("animate", Select(
+                [(f"{f} (f4 writes it)", f) for f in ANIMATION_FORMATS],
+                value=v["animate"] if v["animate"] in ANIMATION_FORMATS else "gif",
+                allow_blank=False, compact=True, id="animate"))
             yield self._row("compare", FieldInput(v["compare"], id="compare", compact=True,
                                                   placeholder="methods for ctrl+o"))
         with Vertical(id="form-bottom"):
@@ -144,6 +158,20 @@ class RunForm(Widget, can_focus=False):
         elif isinstance(widget, Select):
             widget.value = value
         self.read_now()
+
+    def set_values(self, values: dict[str, str]) -> FormState:
+        """Set several fields at once (loaded settings), as given: the captions are not
+        switched to the new pack's; the form is read once."""
+        for name, value in values.items():
+            widget = self.query_one(f"#{name}")
+            if isinstance(widget, DistractorList):
+                widget.set_distractors(value.splitlines())
+            elif isinstance(widget, Input):
+                widget.value = value
+            elif isinstance(widget, Select):
+                widget.value = value
+        self._last_spec = self.model.try_spec(self.values().get("model", ""))
+        return self.read_now()
 
     def field_widget(self, name: str) -> Widget:
         return self.query_one(f"#{name}")
@@ -224,7 +252,7 @@ class RunForm(Widget, can_focus=False):
             self.notify("the model is not a pack: no captions to take", severity="warning")
             return
         prompt = state.values.get("prompt", "")
-        self.set_value("distractors", "\n".join(state.spec.distractors_for(prompt)))
+        self.set_value("distractors", "\n".join(pack_distractors(state.spec, prompt)))
 
     # ------------------------------------------------------------ reactions
     @on(Input.Changed)

@@ -18,9 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipterm.api import make_config
-from clipterm.config import METHODS, OPTION_NAMES, RunConfig, pack_default
+from clipterm.config import (
+    DEFAULT_STRENGTH,
+    METHODS,
+    OPTION_NAMES,
+    RunConfig,
+    pack_default,
+    parse_prompts,
+)
 from clipterm.errors import ConfigError, UserError
 from clipterm.packs import PackSpec, builtin_pack_names, get_pack_spec
+from clipterm.rerun import Recorded
 from clipterm.sanitize import printable
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,11 +41,16 @@ METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "scale": ("spherical", "contrastive"),
     "clip_input": ("spherical", "contrastive"),
     "guide_from": ("spherical", "contrastive"),
+    "guide_every": ("spherical", "contrastive"),
+    "image_prompt": ("spherical", "contrastive"),
+    "image_weight": ("spherical", "contrastive"),
     "sampler": ("uncond", "spherical", "contrastive"),
     "opt_iters": ("optimize",),
     "lr": ("optimize",),
-    "init_image": ("optimize",),
+    "strength": ("uncond", "spherical", "contrastive"),
 }
+ANIMATION_FORMATS = ("gif", "apng", "mp4")
+START_AT = "t="  # the Strength field's way to name a timestep instead (--start-at)
 
 LABELS = {
     "model": "Model",
@@ -53,10 +66,15 @@ LABELS = {
     "sampler": "Sampler",
     "clip_input": "CLIP input",
     "guide_from": "Guide from",
+    "guide_every": "Guide every",
+    "image_prompt": "Image prompt",
+    "image_weight": "Image weight",
     "opt_iters": "Iterations",
     "lr": "Learn rate",
     "init_image": "Init image",
+    "strength": "Strength",
     "out_dir": "Save to",
+    "animate": "Animation",
     "compare": "Compare",
 }
 FIELDS = tuple(LABELS)  # the form's fields, in the order they are shown
@@ -75,20 +93,27 @@ DEFAULT_VALUES: dict[str, str] = {
     "sampler": PACK_DEFAULT,
     "clip_input": "x0",
     "guide_from": "",
+    "guide_every": "",
+    "image_prompt": "",
+    "image_weight": "",
     "opt_iters": "",
     "lr": "",
     "init_image": "",
+    "strength": "",
     "out_dir": "out",
+    "animate": "gif",
     "compare": "uncond, spherical, contrastive",
 }
 
 # Config fields the form has no input for: their errors are shown at the method.
-_FIELD_OF_CONFIG = {"eta": "method", "grad_norm": "method", "train_steps": "steps"}
+_FIELD_OF_CONFIG = {"eta": "method", "grad_norm": "method", "train_steps": "steps",
+                    "weights": "prompt", "more_prompts": "prompt"}
 # How the core names options where a user types them (CLI flags) -> the form's labels.
 _FLAG_LABELS = {flag: LABELS.get(name, name) for name, flag in OPTION_NAMES.items()}
 _FLAG_LABELS.update({"--out": LABELS["out_dir"], "--model": LABELS["model"],
                      "--device": LABELS["device"], "--steps": LABELS["steps"],
-                     "--seed": LABELS["seed"], "--batch": LABELS["batch"]})
+                     "--seed": LABELS["seed"], "--batch": LABELS["batch"],
+                     "--start-at": LABELS["strength"]})
 _FLAG_RE = re.compile("(?:" + "|".join(re.escape(f) for f in sorted(_FLAG_LABELS, key=len,
                                                                    reverse=True))
                       + r")(?![\w-])")
@@ -189,9 +214,35 @@ def compare_methods(values: Mapping[str, str]) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
+def parse_strength(values: Mapping[str, str], spec: PackSpec) -> float | None:
+    """The Strength field: a fraction of the chain (0..1), or ``t=T`` to start at timestep T
+    (the CLI's --start-at, turned into a strength the same way)."""
+    raw = values.get("strength", "").strip()
+    if not raw.lower().startswith(START_AT):
+        return parse_number(values, "strength")
+    at = parse_whole({"strength": raw[len(START_AT):]}, "strength")
+    if at is None or not 0 <= at <= spec.train_steps:
+        raise FieldError("strength", readable(f"--start-at must be a timestep in 0..{spec.train_steps}"))
+    return at / spec.train_steps
+
+
+def check_image_field(values: Mapping[str, str], name: str) -> str | None:
+    """An image path field: None when blank, else the path once the core can read the image."""
+    raw = values.get(name, "").strip()
+    if not raw:
+        return None
+    from clipterm.images import check_image
+
+    try:
+        check_image(raw, LABELS[name].lower())
+    except UserError as exc:
+        raise FieldError(name, printable(str(exc))) from None
+    return raw
+
+
 def config_from_values(values: Mapping[str, str], spec: PackSpec) -> RunConfig:
     """The core's config for the form's values (the one call into the core's config); raises
-    :class:`FieldError` at the field in error."""
+    :class:`FieldError` at the field in error (the core's :class:`ConfigError` names it)."""
     method = values.get("method", "contrastive")
     if method not in METHODS:
         raise FieldError("method", f"unknown method {printable(method, 24)!r}")
@@ -206,9 +257,13 @@ def config_from_values(values: Mapping[str, str], spec: PackSpec) -> RunConfig:
         scale=parse_number(values, "scale") if uses["scale"] else None,
         clip_input=values.get("clip_input", "x0") if uses["clip_input"] else None,
         guide_from=parse_whole(values, "guide_from") if uses["guide_from"] else None,
+        guide_every=parse_whole(values, "guide_every") if uses["guide_every"] else None,
+        image_prompt=check_image_field(values, "image_prompt") if uses["image_prompt"] else None,
+        image_weight=parse_number(values, "image_weight") if uses["image_weight"] else None,
         opt_iters=parse_whole(values, "opt_iters") if uses["opt_iters"] else None,
         lr=parse_number(values, "lr") if uses["lr"] else None,
-        init_image=(values.get("init_image", "").strip() or None) if uses["init_image"] else None,
+        init_image=check_image_field(values, "init_image"),
+        strength=parse_strength(values, spec) if uses["strength"] else None,
     )
     try:
         return make_config(spec, method=method, prompt=values.get("prompt", ""),
@@ -218,9 +273,17 @@ def config_from_values(values: Mapping[str, str], spec: PackSpec) -> RunConfig:
         name = exc.field or "method"
         raise FieldError(_FIELD_OF_CONFIG.get(name, name if name in LABELS else "method"),
                          readable(str(exc))) from None
-    except UserError as exc:  # the init image cannot be read
-        raise FieldError("init_image" if given["init_image"] else "method",
-                         readable(str(exc))) from None
+
+
+def pack_distractors(spec: PackSpec, prompt: str) -> list[str]:
+    """The pack's captions that are not among the prompt's targets (``a:1|b:-0.5`` has two)."""
+    try:
+        targets = [t for t, _ in parse_prompts(prompt)[0]]
+    except ConfigError:
+        targets = [prompt]
+    keys = {t.strip().casefold() for t in targets}
+    return [c for c in spec.distractors_for(targets[0] if targets else "")
+            if c.casefold() not in keys]
 
 
 def placeholders(spec: PackSpec, method: str) -> dict[str, str]:
@@ -230,6 +293,9 @@ def placeholders(spec: PackSpec, method: str) -> dict[str, str]:
         value = pack_default(spec, method, name)
         if value is not None:
             out[name] = f"{value} (pack)"
+    out["guide_every"] = "1 (every step)"
+    out["image_weight"] = "1"
+    out["strength"] = f"{DEFAULT_STRENGTH} (or t=T: start at step T)"
     out["batch"] = f"up to {pack_default(spec, method, 'batch') or 100} (pack)"
     return out
 
@@ -262,6 +328,7 @@ class FormModel:
         self._specs: dict[str, PackSpec | UserError] = {}
         self._missing: dict[str, str | None] = {}
         self._out_dirs: dict[str, str | None] = {}
+        self._formats: dict[str, str | None] = {}
 
     @staticmethod
     def pack_names() -> list[str]:
@@ -307,6 +374,18 @@ class FormModel:
                 self._out_dirs[path] = readable(str(exc)).removeprefix("Save to ")
         return self._out_dirs[path]
 
+    def check_animation(self, fmt: str) -> str | None:
+        """None when f4 can write this animation format here (MP4 needs its extra)."""
+        if fmt not in self._formats:
+            from clipterm.animation import check_format
+
+            try:
+                check_format(fmt)
+                self._formats[fmt] = None
+            except UserError as exc:
+                self._formats[fmt] = printable(str(exc)).replace("--animate ", "")
+        return self._formats[fmt]
+
     def forget_out_dir(self, raw: str) -> None:
         self._out_dirs.pop(raw.strip() or "out", None)
 
@@ -339,6 +418,9 @@ class FormModel:
         out_error = self.check_out_dir(values.get("out_dir", ""))
         if out_error:
             errors["out_dir"] = out_error
+        animate_error = self.check_animation(values.get("animate", "gif"))
+        if animate_error:
+            errors["animate"] = animate_error
         warnings = tuple(readable(w) for w in config.warnings) if config is not None else ()
         return FormState(values=values, config=config, spec=spec, errors=errors,
                          warnings=warnings, missing_weights=missing)
@@ -380,6 +462,39 @@ def captions_after_switch(old: PackSpec, new: PackSpec, values: Mapping[str, str
     new_known = {c.casefold(): c for c in new.captions}
     new_prompt = new_known.get(prompt.casefold(), new.default_prompt)
     return {"prompt": new_prompt, "distractors": "\n".join(new.distractors_for(new_prompt))}
+
+
+def values_from_recorded(recorded: Recorded) -> tuple[dict[str, str], list[str]]:
+    """The form's values for a recorded run (``clipterm.rerun.read_recorded``), and a note for
+    each recorded setting the form has no field for (``clipterm generate --from`` keeps them)."""
+    c = recorded.config
+
+    def text(value: Any) -> str:
+        return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = {
+        "model": recorded.pack, "prompt": c.prompt_text,
+        "distractors": "\n".join(printable(d) for d in c.distractors),
+        "method": c.method, "n": text(c.n), "batch": text(c.batch), "steps": text(c.steps),
+        "seed": text(c.seed), "sampler": c.sampler if c.method != "optimize" else PACK_DEFAULT,
+        "scale": text(c.scale), "clip_input": c.clip_input or "x0",
+        "guide_from": "" if c.guide_from in (None, c.train_steps) else text(c.guide_from),
+        "guide_every": "" if c.guide_every in (None, 1) else text(c.guide_every),
+        "image_prompt": text(c.image_prompt), "image_weight": text(c.image_weight),
+        "opt_iters": text(c.opt_iters), "lr": text(c.lr), "init_image": text(c.init_image),
+        "strength": text(c.strength),
+    }
+    unshown = []
+    if c.eta:
+        unshown.append(f"eta {c.eta:g}")
+    if c.grad_norm not in (None, "rms"):
+        unshown.append(f"grad norm {c.grad_norm}")
+    if c.seed_preprocess or not c.clip_x0:
+        unshown.append("the poster preset's quirks")
+    notes = [f"the form has no field for {', '.join(unshown)}: a run from the form leaves "
+             "them out (clipterm generate --from keeps them)"] if unshown else []
+    # text from a file reaches the widgets escaped (control characters shown, not run)
+    return {k: v if k == "distractors" else printable(v) for k, v in values.items()}, notes
 
 
 def initial_values(prefill: Mapping[str, Any], remembered: Mapping[str, str],

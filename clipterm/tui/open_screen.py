@@ -1,4 +1,5 @@
-"""OpenRunScreen: asks for a run folder to show (the app's Open action)."""
+"""OpenRunScreen: asks for a path: a run folder to show (the app's Open action), or a run folder
+or sample PNG whose settings fill the form (Load settings)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ from textual.widgets import Input, Label
 
 from clipterm.tui.field_input import FieldInput
 
+OPEN_RUN = "Open a run folder (enter opens, esc closes):"
+LOAD_SETTINGS = "Load settings from a run folder or a sample PNG (enter loads, esc closes):"
+
 
 class OpenRunScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "close", "Close")]
 
-    def __init__(self, start: str = "") -> None:
+    def __init__(self, start: str = "", purpose: str = OPEN_RUN) -> None:
         super().__init__()
         self.start = start
+        self.purpose = purpose
 
     def compose(self) -> ComposeResult:
         with Vertical(id="open-body"):
-            yield Label("Open a run folder (enter opens, esc closes):")
+            yield Label(self.purpose, markup=False)
             yield FieldInput(self.start, id="open-path", placeholder="out/20260101-120000-…")
 
     def on_mount(self) -> None:

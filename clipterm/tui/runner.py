@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from clipterm.animation import FrameRecorder
 from clipterm.config import RunConfig
 from clipterm.errors import UserError
 from clipterm.events import RunResult, StepEvent
@@ -160,6 +161,33 @@ class ProbTrace:
                 np.stack([p.probs[sample_index - p.sample_offset] for p in chosen]))
 
 
+class FrameTaker:
+    """Keeps the denoising frames of a run from its step events, for an animation written later
+    (:func:`clipterm.output.write_animations`): each chain's previews at the steps of the
+    reporter's regular grid (about 50 a chain, whatever the number of steps), so the frames
+    are evenly spaced and memory stays bounded. A chain that starts again (an out-of-memory
+    split) starts its frames again."""
+
+    GRID_POINTS = 50  # as the core's Reporter
+
+    def __init__(self) -> None:
+        self.recorder = FrameRecorder()
+        self._last_step: dict[tuple[str, int], int] = {}
+
+    def add(self, event: StepEvent) -> None:
+        if event.preview is None or not len(event.preview):
+            return
+        every = max(1, event.total // self.GRID_POINTS)
+        if event.step % every and event.step != event.total:
+            return
+        indices = range(event.sample_offset, event.sample_offset + len(event.preview))
+        key = (event.phase, event.batch_index)
+        if event.step <= self._last_step.get(key, 0):
+            self.recorder.reset(indices)
+        self._last_step[key] = event.step
+        self.recorder.add(indices, np.asarray(event.preview))
+
+
 # ----------------------------------------------------------------------------- history
 @dataclass
 class RunRecord:
@@ -173,9 +201,12 @@ class RunRecord:
     results: list[RunResult] = field(default_factory=list)
     traces: list[ProbTrace] = field(default_factory=list)  # one per config, as they start
     losses: list[list[float]] = field(default_factory=list)  # optimize: one per config
+    frames: list[FrameRecorder] = field(default_factory=list)  # one per config (not opened)
     state: str = "running"  # running | done | cancelled | failed | opened
     error: str | None = None
     saved: list[Path] = field(default_factory=list)
+    folders: dict[int, Path] = field(default_factory=dict)  # config index -> its saved folder
+    animations: list[Path] = field(default_factory=list)  # animation files written
     created: float = field(default_factory=time.time)
     source: Path | None = None  # the folder it was opened from
 
@@ -341,14 +372,17 @@ class RunController:
                     break
                 trace = ProbTrace(cfg.captions)
                 losses: list[float] = []
+                frames = FrameTaker()
                 record.traces.append(trace)
                 record.losses.append(losses)
+                record.frames.append(frames.recorder)
 
                 def on_event(event: StepEvent, trace: ProbTrace = trace,
-                             losses: list[float] = losses) -> None:
+                             losses: list[float] = losses, frames: FrameTaker = frames) -> None:
                     if event.loss is not None:
                         losses.append(float(event.loss))
                     trace.add(event)
+                    frames.add(event)
                     slot.put(event)
 
                 result = self.sampler(pack, cfg, on_event=on_event, cancel=cancel)

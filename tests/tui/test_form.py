@@ -112,17 +112,20 @@ async def test_switching_method_shows_the_right_fields(make_app) -> None:
         def shown(name: str) -> bool:
             return bool(app.query_one(f"#row-{name}").display)
 
-        assert shown("scale") and shown("clip_input") and shown("guide_from")
-        assert not shown("opt_iters") and not shown("lr") and not shown("init_image")
+        guided = ("scale", "clip_input", "guide_from", "guide_every", "image_prompt",
+                  "image_weight")
+        assert all(shown(f) for f in (*guided, "init_image", "strength", "animate"))
+        assert not shown("opt_iters") and not shown("lr")
         app.query_one("#method", Select).value = "optimize"
         await until(pilot, lambda: shown("opt_iters"))
-        assert shown("lr") and shown("init_image")
-        assert not shown("scale") and not shown("sampler") and not shown("guide_from")
+        assert shown("lr") and shown("init_image")  # optimize DDIM-inverts its init image
+        assert not any(shown(f) for f in (*guided, "sampler", "strength"))
         assert app.form.state.config.method == "optimize"
         assert app.form.state.config.opt_iters == 3
         app.query_one("#method", Select).value = "uncond"
         await until(pilot, lambda: shown("sampler") and not shown("opt_iters"))
-        assert not shown("scale")
+        assert not any(shown(f) for f in guided)
+        assert shown("init_image") and shown("strength")
         # distractors only score the samples for uncond: still valid
         assert app.form.state.valid
         assert app.form.state.config.method == "uncond"

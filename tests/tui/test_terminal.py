@@ -113,14 +113,15 @@ def test_no_color_starts_runs_and_quits(tmp_path) -> None:
 @pytest.mark.parametrize("running", [False, True], ids=["idle", "during-a-run"])
 def test_a_key_burst_ends_with_exactly_what_was_typed(tmp_path, running) -> None:
     size = (120, 40) if running else (80, 24)  # during a run the form is beside the results
-    with Tmux(f"{FAKE_APP} --delay 0.01 --steps 1000", *size, env=env(tmp_path)) as term:
+    # one batch of 1000 steps at 0.05 s: the run outlasts the typing even on a loaded machine
+    with Tmux(f"{FAKE_APP} --delay 0.05 --steps 1000", *size, env=env(tmp_path)) as term:
         term.wait_for("Run  ctrl+r", START)
         if running:
             term.send("C-r")
             term.wait_for("step ", 60)
         for _ in range(4):
             term.send("C-a", "C-k")  # empty the prompt (the cursor is in it)
-            term.wait_for(lambda s: prompt_text(s) in ("", "the caption to steer toward"), 30)
+            term.wait_for(lambda s: prompt_text(s) in ("", "a caption, or weighted: a:1|b:-0.5"), 30)
             term.send(*BURST)
             screen = term.wait_for(lambda s: prompt_text(s).endswith("e")
                                    and len(prompt_text(s)) >= 5, 30)
