@@ -135,7 +135,7 @@ class ClipTermApp(App[None]):
         Binding("ctrl+o", "compare", "Compare", show=False, tooltip="Run the Compare methods from the same seed"),
         Binding("f3", "toggle_trace", "Trace", show=False, tooltip="Trace of the batch mean / the selected sample"),
         Binding("f2", "view_sample", "View", show=False, tooltip="The selected sample full size (term-image)"),
-        Binding("f4", "animate", "Animate", tooltip="Write the shown run's denoising animation into its folder (saves it first)"),
+        Binding("f4", "animate", "Animate", show=False, tooltip="Write the shown run's denoising animation into its folder (saves it first)"),
         Binding("f5", "load_settings", "Load", show=False, tooltip="Load a run folder's or sample PNG's settings into the form"),
         Binding("ctrl+t", "next_theme", "Theme", show=False, tooltip="Next colour theme"),
         Binding("ctrl+l", "toggle_log", "Log", show=False, tooltip="Show or hide the log"),
@@ -640,7 +640,7 @@ class ClipTermApp(App[None]):
         if record.n_images:
             what = "cancelled" if record.state == "cancelled" else "finished"
             self.status.show_text(f"{what}: {record.n_images} samples · ctrl+s saves · "
-                                  "f2 views · ctrl+g runs")
+                                  "f4 animates · f2 views · ctrl+g runs")
         elif record.state == "cancelled":
             kept = " (the unfinished batch is shown: ctrl+s saves it)" if record.savable else ""
             self.status.show_text(f"cancelled before any sample finished{kept}")

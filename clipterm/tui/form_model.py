@@ -295,7 +295,7 @@ def placeholders(spec: PackSpec, method: str) -> dict[str, str]:
             out[name] = f"{value} (pack)"
     out["guide_every"] = "1 (every step)"
     out["image_weight"] = "1"
-    out["strength"] = f"{DEFAULT_STRENGTH} (or t=T: start at step T)"
+    out["strength"] = f"{DEFAULT_STRENGTH} (or t=300: start at t=300)"
     out["batch"] = f"up to {pack_default(spec, method, 'batch') or 100} (pack)"
     return out
 

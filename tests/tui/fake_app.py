@@ -25,12 +25,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("-n", type=int, default=None)
     ap.add_argument("--prompt", default=None)
+    ap.add_argument("--from", dest="from_path", default=None,
+                    help="prefill the form from a run folder or sample PNG")
     args = ap.parse_args()
+    settings = None
+    if args.from_path is not None:
+        from clipterm.rerun import read_recorded
+
+        settings = read_recorded(args.from_path)
     config_dir = args.config_dir or Path(tempfile.mkdtemp(prefix="clipterm-fake-"))
-    app = ClipTermApp(model=str(FAKE_PACK_JSON), loader=FakeLoader(),
+    app = ClipTermApp(model=None if settings else str(FAKE_PACK_JSON), loader=FakeLoader(),
                       runner=FakeRunner(delay=args.delay), availability=lambda spec: None,
                       config_dir=config_dir, theme_dirs=[repo_themes_dir()], out_dir=args.out,
-                      steps=args.steps, n=args.n, prompt=args.prompt)
+                      steps=args.steps, n=args.n, prompt=args.prompt, settings=settings)
     app.run()
 
 

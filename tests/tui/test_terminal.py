@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from .fakes import CAPTIONS
+from .fakes import CAPTIONS, FAKE_PACK_JSON, FakeRunner
 from .tmux import Tmux, have_tmux
 
 pytestmark = [pytest.mark.slow,
@@ -97,6 +100,49 @@ def test_a_run_shows_every_caption_with_its_percentage(tmp_path, size) -> None:
         assert term.wait_exit(30) == 0
 
 
+def recorded_run(tmp_path) -> Path:
+    """A run folder of the fake pack with every issue-14 option the form has a field for."""
+    from clipterm.api import make_config
+    from clipterm.output import RunWriter
+    from clipterm.packs import spec_from_json
+
+    picture = tmp_path / "picture.png"
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(picture)
+    spec = spec_from_json(FAKE_PACK_JSON)
+    cfg = make_config(spec, prompt="seven:1|one:-0.5", method="contrastive", n=16, steps=10,
+                      guide_every=3, init_image=str(picture), strength=0.3,
+                      image_prompt=str(picture), image_weight=0.5)
+    result = FakeRunner()(None, cfg)
+    writer = RunWriter.create(tmp_path / "runs", cfg, "fakepack", pack_source=str(FAKE_PACK_JSON))
+    writer.add_batch(result.indices.tolist(), result.images, result.probs)
+    return writer.finish(result)
+
+
+def test_80x24_with_the_generation_options_shows_bars_step_and_run(tmp_path) -> None:
+    """Settings with guide-every, init image, strength, image prompt and a weighted prompt
+    loaded into the form (--from): at 80x24 a run still shows every caption with its
+    percentage, the step counter and the way to run, without scrolling."""
+    folder = recorded_run(tmp_path)
+    with Tmux(f"{FAKE_APP} --delay 0.3 --from {folder}", 80, 24, env=env(tmp_path)) as term:
+        term.wait_for("Run  ctrl+r", START)
+        term.wait_for(lambda s: "seven:1|one:-0.5" in s and "^r Run" in s, 30)
+        term.send("C-r")
+        screen = term.wait_for("step 3/10", 60)
+        lines = caption_lines(screen)
+        assert set(lines) == set(CAPTIONS), screen
+        assert all(line.rstrip().endswith("%") and line.count("%") == 2
+                   for line in lines.values()), screen
+        assert "contrastive · step 3/10" in screen and "^r Run" in screen
+        term.wait_for("finished: 16 samples", 60)
+        term.send("C-f")  # back to the form: the loaded fields, below the first screenful
+        screen = term.wait_for("Run  ctrl+r", 30)
+        assert "seven:1|one:-0.5" in screen
+        term.send("C-q")
+        term.wait_for("not saved", 30)
+        term.send("q")
+        assert term.wait_exit(30) == 0
+
+
 def test_no_color_starts_runs_and_quits(tmp_path) -> None:
     with Tmux(f"{FAKE_APP} --delay 0.05", 80, 24, env=env(tmp_path, NO_COLOR="1")) as term:
         term.wait_for("Run  ctrl+r", START)
@@ -118,7 +164,7 @@ def test_a_key_burst_ends_with_exactly_what_was_typed(tmp_path, running) -> None
         term.wait_for("Run  ctrl+r", START)
         if running:
             term.send("C-r")
-            term.wait_for("step ", 60)
+            term.wait_for("contrastive · step ", 60)
         for _ in range(4):
             term.send("C-a", "C-k")  # empty the prompt (the cursor is in it)
             term.wait_for(lambda s: prompt_text(s) in ("", "a caption, or weighted: a:1|b:-0.5"), 30)
