@@ -22,6 +22,8 @@ from clipterm.config import (
     DEFAULT_STRENGTH,
     METHODS,
     OPTION_NAMES,
+    VIEW_OPTIONS,
+    VIEWS_OFF,
     RunConfig,
     pack_default,
     parse_prompts,
@@ -491,6 +493,15 @@ def values_from_recorded(recorded: Recorded) -> tuple[dict[str, str], list[str]]
         unshown.append(f"grad norm {c.grad_norm}")
     if c.seed_preprocess or not c.clip_x0:
         unshown.append("the poster preset's quirks")
+    try:  # CLIP's views: the form runs the pack's (cutouts and the like have no field)
+        spec: PackSpec | None = get_pack_spec(recorded.pack)
+    except UserError:
+        spec = None
+    for name in VIEW_OPTIONS:
+        value = getattr(c, name, None)
+        default = pack_default(spec, c.method, name) if spec is not None else None
+        if value is not None and value != (VIEWS_OFF[name] if default is None else default):
+            unshown.append(f"{OPTION_NAMES[name].removeprefix('--')} {value}")
     notes = [f"the form has no field for {', '.join(unshown)}: a run from the form leaves "
              "them out (clipterm generate --from keeps them)"] if unshown else []
     # text from a file reaches the widgets escaped (control characters shown, not run)

@@ -261,6 +261,23 @@ async def test_f5_loads_a_run_folders_and_a_samples_settings(make_app, picture) 
             assert needle in notes.messages[-1] and "\n" not in notes.messages[-1]
 
 
+def test_settings_without_a_field_are_named(tmp_path) -> None:
+    from clipterm.api import make_config
+    from clipterm.packs import spec_from_json
+    from clipterm.rerun import Recorded
+    from clipterm.tui.form_model import values_from_recorded
+
+    spec = spec_from_json(FAKE_PACK_JSON)
+    plain = make_config(spec, prompt="seven", method="contrastive", n=2)
+    values, notes = values_from_recorded(Recorded(str(FAKE_PACK_JSON), plain))
+    assert notes == [] and values["prompt"] == "seven" and values["guide_every"] == ""
+    odd = make_config(spec, prompt="seven", method="contrastive", n=2, cutouts=8,
+                      grad_norm="none", sampler="ddim", eta=0.5)
+    values, (note,) = values_from_recorded(Recorded(str(FAKE_PACK_JSON), odd))
+    assert note.startswith("the form has no field for eta 0.5, grad norm none, cutouts 8:")
+    assert values["sampler"] == "ddim"
+
+
 async def test_clipterm_from_prefills_the_form(make_app, tmp_path) -> None:
     runner = FakeRunner()
     app = make_app(runner=runner, n=2, seed=4, steps=10, saver=default_saver)
