@@ -21,6 +21,8 @@ from clipterm.commands.common import (
     err,
     exit_on_signals,
     ignore_stop_signals,
+    restore_stop_handlers,
+    stop_handlers,
 )
 from clipterm.commands.compare import compare
 from clipterm.commands.generate import generate
@@ -108,11 +110,19 @@ def _click_error_types() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors with exit code 2 for what a user can fix."""
+    """Console entry point: one-line errors with exit code 2 for what a user can fix.
+
+    Called with ``argv`` (in-process, e.g. from tests), the signal handlers are put back as
+    they were; as the process's entry point the stop signals are ignored from the moment the
+    exit code is decided, so a late signal cannot replace it while Python exits."""
+    handlers = stop_handlers()
     try:
         _main(argv)
-    finally:  # the exit code is decided: a late signal must not replace it while Python exits
-        ignore_stop_signals()
+    finally:
+        if argv is None:
+            ignore_stop_signals()
+        else:
+            restore_stop_handlers(handlers)
 
 
 def _main(argv: list[str] | None) -> None:

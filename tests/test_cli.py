@@ -199,3 +199,25 @@ def test_ctrl_c_keeps_finished_samples(tiny_pack, tmp_path):
     assert 2 <= info["n_done"] < 40
     assert len(list(run_dir.glob("sample-*.png"))) == info["n_done"] == len(info["samples"])
     assert f"stopped by SIGINT: {info['n_done']} of 40 samples kept in {run_dir}" in err
+
+
+def test_main_called_in_process_puts_the_signal_handlers_back(tiny_pack, tmp_path):
+    """An embedding program (or a test) that calls main(argv) keeps its own handlers; only the
+    console entry point (argv None) ignores the stop signals while Python exits."""
+    def mine(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, mine)
+    try:
+        for argv in (["models", "--bogus"],
+                     ["generate", "--model", str(tiny_pack), "-n", "1", "--steps", "2",
+                      "--out", str(tmp_path), "-q"]):
+            try:
+                main(argv)
+            except SystemExit as exc:  # the usage error exits 2; the run returns
+                assert exc.code == 2
+            assert signal.getsignal(signal.SIGTERM) is mine
+            assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -227,6 +227,19 @@ def exit_on_signals() -> None:
             signal.signal(s, _stop_now)
 
 
+def stop_handlers() -> dict[int, Any]:
+    """The handlers of SIGINT, SIGTERM and SIGHUP now (to put back with
+    :func:`restore_stop_handlers`); empty outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+
+def restore_stop_handlers(handlers: dict[int, Any]) -> None:
+    for s, handler in handlers.items():
+        signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
 def ignore_stop_signals() -> None:
     """From here on SIGINT, SIGTERM and SIGHUP are ignored (the process is exiting)."""
     if threading.current_thread() is threading.main_thread():
