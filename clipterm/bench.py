@@ -18,6 +18,14 @@ What is timed (see docs/PERFORMANCE.md):
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add) on the
 eager fp32 path with the math attention kernel (so attention is counted on every device), never
 hard-coded. Achieved TFLOP/s = counted FLOPs per step / measured seconds per step.
+
+Every timing is repeated (``repeats``, after one warm-up) and reported as min / median / max;
+``s_per_step`` is the median. A ratio to a baseline is the ratio of medians, and it is marked
+not meaningful when the two sides' ranges overlap (the ratio of some run of one side to some
+run of the other lies on the other side of 1): on a shared machine that is common.
+Guidance every K-th step / from timestep T (``guide_every``, ``guide_from``) is timed like the
+method itself, with the timed chain a whole number of K-step cycles, and reported relative to
+guiding every step, with the share of the timed steps that were guided.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import logging
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -188,6 +197,25 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """min / median / max of repeated timings (and the runs themselves)."""
+    v = sorted(float(x) for x in values)
+    return {"s_per_step": statistics.median(v), "s_per_step_min": v[0], "s_per_step_max": v[-1],
+            "s_per_step_runs": [float(x) for x in values]}
+
+
+def compare_rows(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Ratio of medians ours / base, the range the runs allow (ours' min over base's max to
+    ours' max over base's min), and whether the ratio means anything: it does when that range
+    stays on one side of 1 (None with a single run on either side, which shows no spread)."""
+    ratio = ours["s_per_step"] / base["s_per_step"]
+    lo = ours["s_per_step_min"] / base["s_per_step_max"]
+    hi = ours["s_per_step_max"] / base["s_per_step_min"]
+    runs = min(len(ours["s_per_step_runs"]), len(base["s_per_step_runs"]))
+    meaningful = None if runs < 2 else bool(hi < 1 or lo > 1)
+    return {"ratio": ratio, "ratio_range": [lo, hi], "meaningful": meaningful}
+
+
 def _difference(t_long: float, t_short: float, n: int, t_total_steps: int) -> float:
     """Per-step time from two runs; if noise made the difference useless, the plain average."""
     d = (t_long - t_short) / n
@@ -195,11 +223,14 @@ def _difference(t_long: float, t_short: float, n: int, t_total_steps: int) -> fl
 
 
 # ----------------------------------------------------------------------------- ours
-def bench_config(pack: LoadedPack, method: str, batch: int, clip_input: str) -> RunConfig:
+def bench_config(pack: LoadedPack, method: str, batch: int, clip_input: str,
+                 guide_every: int | None = None, guide_from: int | None = None) -> RunConfig:
     guided = method in GUIDED
     return resolve(pack.spec, method=method, n=batch, batch=batch, steps=1, seed=0,
                    sampler="ddpm" if method != "optimize" else None,
                    clip_input=clip_input if guided else None, scale=1.0 if guided else None,
+                   guide_every=guide_every if guided else None,
+                   guide_from=guide_from if guided else None,
                    opt_iters=1 if method == "optimize" else None,
                    lr=0.05 if method == "optimize" else None)
 
@@ -210,10 +241,12 @@ def quiet_reporter() -> Reporter:
 
 
 def time_method(pack: LoadedPack, method: str, runtime: Runtime, batch: int, warmup: int,
-                timed: int, clip_input: str = "x0") -> dict[str, Any]:
-    """Seconds per step of ``method`` through ``sample()`` (see the module docstring)."""
+                timed: int, clip_input: str = "x0", repeats: int = 1,
+                guide_every: int | None = None, guide_from: int | None = None) -> dict[str, Any]:
+    """Seconds per step of ``method`` through ``sample()`` (see the module docstring), from
+    ``repeats`` timed pairs of runs after one warm-up run."""
     dev = pack.device
-    base = bench_config(pack, method, batch, clip_input)
+    base = bench_config(pack, method, batch, clip_input, guide_every, guide_from)
     if method == "optimize":
         def run(n: int) -> None:
             sample(pack, replace(base, steps=timed, opt_iters=n), runtime=runtime,
@@ -228,11 +261,47 @@ def time_method(pack: LoadedPack, method: str, runtime: Runtime, batch: int, war
     synchronize(dev)
     warmup_s = time.perf_counter() - t0
     reset_peak(dev)
-    t_short = _timed(dev, lambda: run(short))
-    t_long = _timed(dev, lambda: run(long_))
-    s_per_step = _difference(t_long, t_short, per, long_ * (per if method == "optimize" else 1))
-    return {"s_per_step": s_per_step, "warmup_s": warmup_s, "peak_mem_bytes": peak_bytes(dev),
-            "runs_s": [t_short, t_long]}
+    per_step, runs_s = [], []
+    for _ in range(repeats):
+        t_short = _timed(dev, lambda: run(short))
+        t_long = _timed(dev, lambda: run(long_))
+        per_step.append(_difference(t_long, t_short, per,
+                                    long_ * (per if method == "optimize" else 1)))
+        runs_s.append([t_short, t_long])
+    return {**spread(per_step), "warmup_s": warmup_s, "peak_mem_bytes": peak_bytes(dev),
+            "runs_s": runs_s}
+
+
+def guided_share(pack: LoadedPack, cfg: RunConfig, short: int, long_: int) -> float:
+    """The share of the steps a chain of ``long_`` steps adds to one of ``short`` steps that
+    are guided (``Guide.active_at``'s rule: t < guide_from and k % guide_every == 0)."""
+    def guided(n: int) -> int:
+        ts = make_schedule(pack.scheduler, cfg.sampler, n, torch.device("cpu")).timesteps
+        return sum(1 for k, t in enumerate(ts)
+                   if int(t) < cfg.guide_from and k % cfg.guide_every == 0)
+    return (guided(long_) - guided(short)) / (long_ - short)
+
+
+def time_guidance_options(pack: LoadedPack, method: str, runtime: Runtime, opts: BenchOptions,
+                          every_step: dict[str, Any]) -> list[dict[str, Any]]:
+    """``method`` guided every K-th step and from timestep T, per step relative to guiding
+    every step (``every_step``, the method's own row). The warm-up and the timed chain are
+    whole numbers of K-step cycles, so the timed steps hold the share 1/K of guided steps."""
+    rows = []
+    for every, from_ in [(k, None) for k in opts.guide_every] + [(None, t) for t in opts.guide_from]:
+        k = every or 1
+        warm, timed = k * math.ceil(opts.warmup / k), k * math.ceil(opts.steps_timed / k)
+        timing = time_method(pack, method, runtime, opts.batch, warm, timed, opts.clip_input,
+                             opts.repeats, guide_every=every, guide_from=from_)
+        cfg = bench_config(pack, method, opts.batch, opts.clip_input, every, from_)
+        row = {"method": method, "guide_every": cfg.guide_every, "guide_from": cfg.guide_from,
+               "warmup": warm, "steps_timed": timed,
+               "guided_share": guided_share(pack, cfg, warm, warm + timed), **timing}
+        cmp = compare_rows(row, every_step)
+        row.update(relative_to_every_step=cmp["ratio"], relative_range=cmp["ratio_range"],
+                   relative_meaningful=cmp["meaningful"])
+        rows.append(row)
+    return rows
 
 
 def flops_of_method(pack: LoadedPack, method: str, batch: int, timed: int,
@@ -326,21 +395,26 @@ class PlainFp32Step:
 
 
 def time_loop(step: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
-              warmup: int, timed: int) -> dict[str, Any]:
+              warmup: int, timed: int, repeats: int = 1) -> dict[str, Any]:
+    """Seconds per step of a baseline loop: ``repeats`` timed stretches after one warm-up."""
     dev = x.device
     ts = list(range(999, 999 - warmup - timed, -1))
     t0 = time.perf_counter()
+    x0 = x
     for t in ts[:warmup]:
         x = step(x, t)
     synchronize(dev)
     warmup_s = time.perf_counter() - t0
     reset_peak(dev)
-    t0 = time.perf_counter()
-    for t in ts[warmup:]:
-        x = step(x, t)
-    synchronize(dev)
-    return {"s_per_step": (time.perf_counter() - t0) / timed, "warmup_s": warmup_s,
-            "peak_mem_bytes": peak_bytes(dev)}
+    per_step = []
+    for _ in range(repeats):
+        x = x0
+        t0 = time.perf_counter()
+        for t in ts[warmup:]:
+            x = step(x, t)
+        synchronize(dev)
+        per_step.append((time.perf_counter() - t0) / timed)
+    return {**spread(per_step), "warmup_s": warmup_s, "peak_mem_bytes": peak_bytes(dev)}
 
 
 # ----------------------------------------------------------------------------- optimize memory
@@ -450,6 +524,9 @@ class BenchOptions:
     optimize_memory_no_checkpoint_max: int = 100  # chains longer than this only with checkpointing
     agreement_steps: int = 0  # > 0: compare fp32 and the fast runtime's final images
     agreement_n: int = 16
+    repeats: int = 3  # each timing, for min / median / max
+    guide_every: tuple[int, ...] = ()  # rows: guided methods every K-th step only
+    guide_from: tuple[int, ...] = ()  # rows: guided methods at timesteps below T only
 
     def validate(self) -> BenchOptions:
         bad = [m for m in self.methods if m not in METHODS]
@@ -457,7 +534,8 @@ class BenchOptions:
             raise UserError(f"unknown method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
         if not self.methods and not self.optimize_memory_steps and not self.agreement_steps:
             raise UserError("nothing to do: give --methods, --optimize-memory or --agreement-steps")
-        for name in ("batch", "steps_timed", "warmup", "optimize_memory_batch", "agreement_n"):
+        for name in ("batch", "steps_timed", "warmup", "optimize_memory_batch", "agreement_n",
+                     "repeats"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1")
         if self.agreement_steps < 0:
@@ -469,6 +547,15 @@ class BenchOptions:
             raise UserError("--precision must be fp32 or bf16")
         if self.clip_input not in ("x0", "xt"):
             raise UserError("--clip-input must be x0 or xt")
+        if (self.guide_every or self.guide_from) and not set(self.methods) & set(GUIDED):
+            raise UserError("--guide-every and --guide-from time the guided methods: add "
+                            "contrastive or spherical to --methods")
+        train_steps = get_pack_spec(self.model).train_steps
+        for flag, values, top in (("--guide-every", self.guide_every, train_steps),
+                                  ("--guide-from", self.guide_from, train_steps)):
+            bad = [v for v in values if not 1 <= v <= top]
+            if bad:
+                raise UserError(f"{flag} takes whole numbers in 1..{top} (got {bad[0]})")
         return self
 
     def runtime(self, device: torch.device) -> Runtime:
@@ -539,6 +626,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
         "params": {"unet": n_params(pack.unet), "clip": n_params(pack.clip)},
         "image_size": pack.image_size, "clip_image_size": pack.clip_image_size,
         "batch": opts.batch, "warmup": opts.warmup, "steps_timed": opts.steps_timed,
+        "repeats": opts.repeats,
         "runtime": runtime.describe(), "clip_input": opts.clip_input,
         "extrapolated_to": f"{TARGET_SAMPLES} samples x {TARGET_STEPS} steps",
         "peak_bf16_flops": peak,
@@ -552,8 +640,9 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
         say("baseline: plain fp32 loop")
         plain = PlainFp32Step(pack)
         flops = count_flops(lambda: plain(x, 999)) if opts.count_flops else None
-        baselines["plain_fp32_uncond"] = _row(time_loop(plain, x, opts.warmup, opts.steps_timed),
-                                              flops, opts.batch, peak)
+        baselines["plain_fp32_uncond"] = _row(
+            time_loop(plain, x, opts.warmup, opts.steps_timed, opts.repeats), flops, opts.batch,
+            peak)
         captions = (pack.spec.default_prompt, *pack.spec.distractors_for(pack.spec.default_prompt))
         for method in GUIDED:
             if method not in opts.methods:
@@ -561,7 +650,8 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
             say(f"baseline: seed-faithful {method} step")
             step = SeedFaithfulStep(pack, method, captions)
             flops = count_flops(lambda s=step: s(x, 999)) if opts.count_flops else None
-            row = _row(time_loop(step, x, opts.warmup, opts.steps_timed), flops, opts.batch, peak)
+            row = _row(time_loop(step, x, opts.warmup, opts.steps_timed, opts.repeats), flops,
+                       opts.batch, peak)
             row["clip_dtype"] = str(step.clip_dtype).replace("torch.", "")
             baselines[f"seed_faithful_{method}"] = row
             del step
@@ -570,7 +660,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
     for method in opts.methods:
         say(f"ours: {method} ({runtime.describe()})")
         timing = time_method(pack, method, runtime, opts.batch, opts.warmup, opts.steps_timed,
-                             opts.clip_input)
+                             opts.clip_input, opts.repeats)
         flops = (flops_of_method(pack, method, opts.batch, opts.steps_timed, opts.clip_input)
                  if opts.count_flops else None)
         row = _row(timing, flops, opts.batch, peak)
@@ -579,11 +669,20 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
             base = baselines.get(key)
             if base is None or method == "optimize":
                 continue
-            row[f"ratio_to_{name}"] = row["s_per_step"] / base["s_per_step"]
-            row[f"speedup_vs_{name}"] = base["s_per_step"] / row["s_per_step"]
+            cmp = compare_rows(row, base)
+            row[f"ratio_to_{name}"] = cmp["ratio"]
+            row[f"ratio_to_{name}_range"] = cmp["ratio_range"]
+            row[f"ratio_to_{name}_meaningful"] = cmp["meaningful"]
+            row[f"speedup_vs_{name}"] = 1 / cmp["ratio"]
             row[f"{name}_baseline"] = key
         methods[method] = row
     report["methods"] = methods
+    if opts.guide_every or opts.guide_from:
+        rows = []
+        for method in (m for m in opts.methods if m in GUIDED):
+            say(f"ours: {method} guided every K-th step / from T")
+            rows += time_guidance_options(pack, method, runtime, opts, methods[method])
+        report["guidance_options"] = rows
     if opts.optimize_memory_steps:
         rows = []
         for steps in opts.optimize_memory_steps:
@@ -652,12 +751,32 @@ def _fmt_bytes(v: int | None) -> str:
     return "-" if v is None else f"{v / 2**20:.0f} MiB"
 
 
+def _fmt_spread(r: dict[str, Any]) -> str:
+    """``12.3 ms (11.9-15.0)``: the median and the min-max of the runs."""
+    med = _fmt_s(r["s_per_step"])
+    if "s_per_step_min" not in r or len(r.get("s_per_step_runs", ())) < 2:
+        return med
+    lo, hi = r["s_per_step_min"], r["s_per_step_max"]
+    if hi < 1:
+        return f"{med} ({lo * 1e3:.1f}-{hi * 1e3:.1f})"
+    return f"{med} ({lo:.2f}-{hi:.2f})"
+
+
+def _fmt_ratio(r: dict[str, Any], name: str) -> str:
+    """``0.52x``, or ``1.10x?`` when the spreads make the ratio meaningless."""
+    if f"ratio_to_{name}" not in r:
+        return ""
+    mark = "?" if r.get(f"ratio_to_{name}_meaningful") is False else ""
+    return f"{r[f'ratio_to_{name}']:.2f}x{mark}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of a bench report."""
     lines = [
         f"clipterm bench: {report['model']} on {report.get('device_name', report['device'])} "
         f"(torch {report['torch']}), batch {report['batch']}, {report['steps_timed']} timed steps, "
-        f"runtime {report['runtime']}",
+        f"runtime {report['runtime']}, each timing {report.get('repeats', 1)}x "
+        "(median (min-max))",
     ]
     if "flops" in report:
         f = report["flops"]
@@ -666,21 +785,36 @@ def format_report(report: dict[str, Any]) -> str:
             f"{f['clip_image_per_image'] / 1e9:.2f} G/image at {report['clip_image_size']}px, "
             f"CLIP text {f['clip_text_per_caption'] / 1e9:.2f} G/caption"
         )
-    head = (f"{'loop':<28} {'s/step':>10} {report['extrapolated_to']:>26} {'samples/s':>10} "
+    head = (f"{'loop':<28} {'s/step':>24} {report['extrapolated_to']:>26} {'samples/s':>10} "
             f"{'TFLOP/s':>8} {'peak mem':>9} {'vs seed':>8} {'vs fp32':>8}")
     lines += ["", head, "-" * len(head)]
     rows = [(f"ours: {m}", r) for m, r in report.get("methods", {}).items()]
     rows += [(name, r) for name, r in report.get("baselines", {}).items()]
     for name, r in rows:
         tf = "-" if r.get("tflops") is None else f"{r['tflops']:.2f}"
-        vs_seed = f"{r['ratio_to_seed_faithful']:.2f}x" if "ratio_to_seed_faithful" in r else ""
-        vs_plain = f"{r['ratio_to_plain_fp32']:.2f}x" if "ratio_to_plain_fp32" in r else ""
+        vs_seed, vs_plain = _fmt_ratio(r, "seed_faithful"), _fmt_ratio(r, "plain_fp32")
         lines.append(
-            f"{name:<28} {_fmt_s(r['s_per_step']):>10} {_fmt_s(r['extrapolated_s']):>26} "
+            f"{name:<28} {_fmt_spread(r):>24} {_fmt_s(r['extrapolated_s']):>26} "
             f"{r['samples_per_s']:>10.3g} {tf:>8} {_fmt_bytes(r.get('peak_mem_bytes')):>9} "
             f"{vs_seed:>8} {vs_plain:>8}"
         )
-    lines.append("(ratios: our time / the baseline's; below 1 is faster)")
+    lines.append("(ratios: our median time / the baseline's; below 1 is faster)")
+    if any(r.get(f"ratio_to_{n}_meaningful") is False for _, r in rows
+           for n in ("seed_faithful", "plain_fp32")):
+        lines.append("(?: the two sides' min-max ranges overlap, so the runs put the ratio on "
+                     "both sides of 1: too noisy to compare; repeat on a quieter machine or "
+                     "with more --repeats)")
+    if report.get("guidance_options"):
+        lines += ["", "guidance every K-th step / from timestep T (ours), relative to guiding "
+                  "every step:",
+                  f"  {'method':<12} {'every':>5} {'from':>5} {'guided':>7} {'s/step':>24} "
+                  f"{'relative':>9}"]
+        for r in report["guidance_options"]:
+            mark = "?" if r.get("relative_meaningful") is False else ""
+            lines.append(
+                f"  {r['method']:<12} {r['guide_every']:>5} {r['guide_from']:>5} "
+                f"{100 * r['guided_share']:>6.0f}% {_fmt_spread(r):>24} "
+                f"{r['relative_to_every_step']:>8.2f}x{mark}")
     if report.get("optimize_memory"):
         lines += ["", "optimize memory (one Adam iteration, forward + backward):"]
         for r in report["optimize_memory"]:
@@ -725,6 +859,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--optimize-memory-batch", type=int, default=8)
     p.add_argument("--agreement-steps", type=int, default=0)
     p.add_argument("--agreement-n", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--guide-every", default="")
+    p.add_argument("--guide-from", default="")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the JSON report")
     a = p.parse_args(argv)
@@ -741,7 +878,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip_input=a.clip_input, baselines=a.baselines, count_flops=a.flops,
         optimize_memory_steps=tuple(int(s) for s in a.optimize_memory.split(",") if s.strip()),
         optimize_memory_batch=a.optimize_memory_batch, agreement_steps=a.agreement_steps,
-        agreement_n=a.agreement_n,
+        agreement_n=a.agreement_n, repeats=a.repeats,
+        guide_every=tuple(int(s) for s in a.guide_every.split(",") if s.strip()),
+        guide_from=tuple(int(s) for s in a.guide_from.split(",") if s.strip()),
     )
     try:
         report = run_bench(opts, log=lambda m: print(f"clipterm bench: {m}", file=sys.stderr, flush=True))

@@ -80,9 +80,91 @@ def test_bench_json_report(tiny_pack, capsys):
             row["s_per_step"] / b["plain_fp32_uncond"]["s_per_step"])
         assert row["speedup_vs_plain_fp32"] == pytest.approx(1 / row["ratio_to_plain_fp32"])
     assert "ratio_to_seed_faithful" not in m["optimize"]
+    # every timing repeated (3 by default): min <= median <= max of the runs; ratios carry the
+    # range the runs allow and whether it stays on one side of 1
+    assert report["repeats"] == 3
+    for row in [*m.values(), *b.values()]:
+        runs = row["s_per_step_runs"]
+        assert len(runs) == 3
+        assert row["s_per_step_min"] == min(runs) and row["s_per_step_max"] == max(runs)
+        assert row["s_per_step"] == sorted(runs)[1]
+    for method in ("uncond", "contrastive", "spherical"):
+        lo, hi = m[method]["ratio_to_plain_fp32_range"]
+        assert lo <= m[method]["ratio_to_plain_fp32"] <= hi
+        assert m[method]["ratio_to_plain_fp32_meaningful"] == (hi < 1 or lo > 1)
+    assert "guidance_options" not in report  # only when asked
     # guided steps do more work than unguided ones; the seed's spherical step encodes twice
     assert m["contrastive"]["flops_per_step"] > m["uncond"]["flops_per_step"]
     assert b["seed_faithful_spherical"]["flops_per_step"] > b["seed_faithful_contrastive"]["flops_per_step"]
+
+
+def test_bench_guidance_options_rows_and_table(tiny_pack, capsys):
+    """--guide-every / --guide-from add a row per value and guided method, relative to guiding
+    every step, with the share of the timed steps that were guided; the table shows them."""
+    from clipterm.cli import main
+
+    main(["bench", "--model", str(tiny_pack), "--device", "cpu", "--batch", "1",
+          "--steps-timed", "3", "--warmup", "1", "--methods", "uncond,contrastive",
+          "--no-baselines", "--no-flops", "--repeats", "2", "--guide-every", "2,5",
+          "--guide-from", "500"])
+    out = capsys.readouterr().out
+    assert "each timing 2x (median (min-max))" in out
+    assert "relative to guiding every step" in out
+    table = out[out.index("relative to guiding every step"):].splitlines()[2:]
+    assert [line.split()[:3] for line in table] == [
+        ["contrastive", "2", "1000"], ["contrastive", "5", "1000"], ["contrastive", "1", "500"]]
+    main(["bench", "--model", str(tiny_pack), "--device", "cpu", "--batch", "1",
+          "--steps-timed", "3", "--warmup", "1", "--methods", "contrastive", "--no-baselines",
+          "--no-flops", "--repeats", "2", "--guide-every", "2", "--guide-from", "500", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    every2, from500 = report["guidance_options"]
+    # the timed chain is whole K-step cycles: warm-up 1 -> 2, timed 3 -> 4; half of them guided
+    assert (every2["guide_every"], every2["warmup"], every2["steps_timed"]) == (2, 2, 4)
+    assert every2["guided_share"] == 0.5
+    # from T=500 on a 1- vs 4-step DDPM chain (diffusers' spacing: t = 0; 750, 500, 250, 0):
+    # of the 3 steps the longer chain adds, 1 is below 500 (guided 250 and 0, against 0)
+    assert (from500["guide_from"], from500["guide_every"]) == (500, 1)
+    assert from500["guided_share"] == pytest.approx(1 / 3)
+    every = report["methods"]["contrastive"]["s_per_step"]
+    for row in (every2, from500):
+        assert len(row["s_per_step_runs"]) == 2
+        assert row["relative_to_every_step"] == pytest.approx(row["s_per_step"] / every)
+
+
+@pytest.mark.parametrize("ours, base, meaningful", [
+    ([1.0, 1.1], [2.0, 2.2], True),     # ranges apart: ours faster whatever the pairing
+    ([1.0, 3.0], [2.0, 2.2], False),    # ours' range reaches over the baseline's
+    ([2.1, 2.3], [2.0, 2.2], False),    # close and overlapping
+    ([1.0], [2.0], None),               # one run: no spread to judge by
+], ids=["apart", "wide", "overlap", "single"])
+def test_ratio_meaningful_only_when_ranges_apart(ours, base, meaningful):
+    from clipterm.bench import compare_rows, spread
+
+    cmp = compare_rows(spread(ours), spread(base))
+    assert cmp["meaningful"] is meaningful
+    assert cmp["ratio"] == pytest.approx(np.median(ours) / np.median(base))
+    assert cmp["ratio_range"] == pytest.approx([min(ours) / max(base), max(ours) / min(base)])
+
+
+def test_bench_table_marks_meaningless_ratios():
+    from clipterm.bench import compare_rows, format_report, spread
+
+    base = {**spread([2.0, 2.1, 2.2]), "extrapolated_s": 1.0, "samples_per_s": 1.0}
+    rows = {}
+    for name, runs in (("fast", [1.0, 1.0, 1.1]), ("noisy", [1.0, 1.5, 5.0])):
+        row = {**spread(runs), "extrapolated_s": 1.0, "samples_per_s": 1.0}
+        cmp = compare_rows(row, base)
+        row.update(ratio_to_plain_fp32=cmp["ratio"], ratio_to_plain_fp32_meaningful=cmp["meaningful"])
+        rows[name] = row
+    text = format_report({"model": "m", "device": "cpu", "torch": "x", "batch": 1,
+                          "steps_timed": 1, "runtime": "fp32", "repeats": 3,
+                          "extrapolated_to": "100 samples x 1000 steps", "methods": rows,
+                          "baselines": {"plain_fp32_uncond": base}})
+    fast = next(line for line in text.splitlines() if line.startswith("ours: fast"))
+    noisy = next(line for line in text.splitlines() if line.startswith("ours: noisy"))
+    assert fast.rstrip().endswith("0.48x") and "1.00 s (1.00-1.10)" in fast
+    assert noisy.rstrip().endswith("0.71x?")
+    assert "too noisy to compare" in text
 
 
 def test_bench_rejects_unknown_method(tiny_pack, capsys):
@@ -224,6 +306,27 @@ def test_help_and_models_import_no_heavy_libraries(argv):
     loaded = _modules_after(code)
     for heavy in ("torch", "huggingface_hub", "diffusers", "open_clip", "textual", "numpy"):
         assert heavy not in loaded, heavy
+    if argv == ["--help"]:  # run.json's schema loads with eval, not with every command
+        assert "pydantic" not in loaded
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")],
+                         ids=["default", "user-choice-kept"])
+def test_cli_makes_openmp_threads_sleep_before_torch_loads(given, expected):
+    """OpenMP reads OMP_WAIT_POLICY when torch loads: the CLI sets it (unless the user did)
+    before any command imports torch."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = ("import contextlib, io, os, sys\nfrom clipterm.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['models', '--json'])\n    except SystemExit:\n        pass\n"
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120, env=env)
+    assert out.stdout.split() == [expected, "False"]
 
 
 def test_hub_cache_check_agrees_with_huggingface_hub(tmp_path, monkeypatch):

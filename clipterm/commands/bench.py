@@ -47,11 +47,15 @@ def register(app: typer.Typer) -> None:
         optimize_memory_batch: int = typer.Option(8, "--optimize-memory-batch"),
         agreement_steps: int = typer.Option(0, "--agreement-steps", help="> 0: compare fp32 and bf16 final images over this many steps."),
         agreement_n: int = typer.Option(16, "--agreement-n"),
+        repeats: int = typer.Option(3, "--repeats", help="Times each measurement is repeated (min / median / max)."),
+        guide_every: str = typer.Option("", "--guide-every", help="Also time the guided methods guided every K-th step only, e.g. 2,5 (rows relative to every step)."),
+        guide_from: str = typer.Option("", "--guide-from", help="Also time the guided methods guided below timestep T only, e.g. 500."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON to stdout."),
         out: str = typer.Option(None, "--out", "-o", help="Also write the JSON report to this new file (never replaced)."),
     ) -> None:
-        """Time each method per step (after warm-up) against the seed-faithful step and a plain
-        fp32 loop; FLOPs, TFLOP/s, peak memory, extrapolated 100 samples x 1000 steps."""
+        """Time each method per step (after warm-up, repeated: min / median / max) against the
+        seed-faithful step and a plain fp32 loop; FLOPs, TFLOP/s, peak memory, extrapolated 100
+        samples x 1000 steps; what --guide-every and --guide-from save."""
         from clipterm.bench import (
             BenchOptions,
             check_report_path,
@@ -74,7 +78,9 @@ def register(app: typer.Typer) -> None:
             channels_last=channels_last, clip_input=clip_input, baselines=baselines,
             count_flops=flops, optimize_memory_steps=_ints(optimize_memory, "--optimize-memory"),
             optimize_memory_batch=optimize_memory_batch, agreement_steps=agreement_steps,
-            agreement_n=agreement_n,
+            agreement_n=agreement_n, repeats=repeats,
+            guide_every=_ints(guide_every, "--guide-every"),
+            guide_from=_ints(guide_from, "--guide-from"),
         )
 
         def log(msg: str) -> None:

@@ -12,14 +12,16 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clipterm.commands.common import warn
 from clipterm.errors import UserError
 from clipterm.sanitize import printable, quoted
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clipterm.commands.run_record import RunRecord
 
 FEATURES_HELP = "judge (the pack's judge CNN) | clip (the pack's CLIP) | inception (torch-fidelity)"
 REAL_HELP = ("Real images: digits:CLASS, cifar10:CLASS or a FOLDER of PNG/JPEG "
@@ -27,52 +29,6 @@ REAL_HELP = ("Real images: digits:CLASS, cifar10:CLASS or a FOLDER of PNG/JPEG "
 SUBSET_HELP = "KID subset size (default: min(50, n, number of real images))."
 PLOT_WIDTH = (8, 400)  # character cells a terminal plot may take (--width)
 PLOT_HEIGHT = (4, 200)  # (--height)
-
-
-# ----------------------------------------------------------------------------- run.json
-class _RecordConfig(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    prompt: str | None = None
-    method: str | None = None
-    seed: int | None = None
-    scale: float | None = None
-    n: int | None = None
-
-
-class _Timings(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    seconds: float | None = None
-
-
-class RunRecord(BaseModel):
-    """The fields of run.json that ``eval`` reports, with their types checked."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    status: Literal["running", "complete", "incomplete", "aborted", "failed"] | None = None
-    pack: str | None = None
-    pack_source: str | None = None
-    config: _RecordConfig = _RecordConfig()
-    captions: list[str] | None = None
-    mean_target_prob: float | None = None
-    timings: _Timings = _Timings()
-    pid: int | None = None
-    host: str | None = None
-
-    @classmethod
-    def of(cls, info: dict[str, Any]) -> RunRecord:
-        from clipterm.packs.schema import first_error
-
-        try:
-            return cls.model_validate(info)
-        except ValidationError as exc:
-            raise UserError(f"run.json: {first_error(exc)}") from None
-
-    @property
-    def prompt(self) -> str:
-        prompt = self.config.prompt or (self.captions[0] if self.captions else "")
-        if not prompt.strip():
-            raise UserError("run.json names no prompt (config.prompt or captions)")
-        return prompt
 
 
 def resolve_run_pack(record: RunRecord, model: str | None) -> str:
@@ -129,6 +85,7 @@ def _unlisted_pngs(run_dir: Path) -> int:
 def read_samples(run_dir: Path) -> tuple[Any, dict[str, Any], RunRecord]:
     """The images of a run folder to evaluate, its run.json and the checked record; warnings
     for what is missing or unfinished, one-line errors for what cannot be used."""
+    from clipterm.commands.run_record import RunRecord
     from clipterm.output import read_run, read_sample_images, run_sample_files
 
     info = read_run(run_dir)
