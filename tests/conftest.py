@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# as clipterm.cli.main does for the command line: the tests run torch in this process too,
+# and spinning OpenMP threads slow a shared 2-core machine 5-20x (README, "Busy machines")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 TINY_CAPTIONS = ["zero", "one", "two", "three"]
 
