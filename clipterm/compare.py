@@ -111,6 +111,18 @@ def eval_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+def image_notes(table: dict[str, Any]) -> str:
+    """"; init image '...'; image prompt '...'" for a table whose runs used them."""
+    return "".join(f"; {what} {quoted(table[key], 60)}" for key, what in
+                   (("init_image", "init image"), ("image_prompt", "image prompt"))
+                   if table.get(key))
+
+
+def markdown_start(title: str, head: Sequence[str]) -> list[str]:
+    """A markdown table's first lines: its title, a blank line, the head and the rule."""
+    return [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def table_markdown(table: dict[str, Any]) -> str:
     rows = table["rows"]
     has_eval = any("kid_mean" in r for r in rows)
@@ -120,17 +132,10 @@ def table_markdown(table: dict[str, Any]) -> str:
             "mean p(target)"]
     if has_eval:
         head += EVAL_HEAD
-    extra = "".join(f"; {what} {quoted(table[key], 60)}" for key, what in
-                    (("init_image", "init image"), ("image_prompt", "image prompt"))
-                    if table.get(key))
-    lines = [
+    lines = markdown_start(
         f"prompt: {quoted(table['prompt'], 80)}; captions: "
         f"{', '.join(printable(c, 40) for c in table['captions'])}; "
-        f"seed {table['seed']}; device {printable(table['device'])}{extra}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        f"seed {table['seed']}; device {printable(table['device'])}{image_notes(table)}", head)
     for r in rows:
         cells = [printable(r["method"]), *(_option_cell(k, r.get(k), train) for k in options),
                  str(r["n"]), f"{r['seconds']:.2f}",

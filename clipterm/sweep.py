@@ -280,7 +280,12 @@ def _cell(axis: Axis, value: Any, train_steps: int) -> str:
 
 
 def sweep_markdown(table: dict[str, Any]) -> str:
-    from clipterm.compare import EVAL_HEAD, eval_cells  # lazy: keeps `clipterm --help` numpy-free
+    from clipterm.compare import (  # lazy: keeps `clipterm --help` numpy-free
+        EVAL_HEAD,
+        eval_cells,
+        image_notes,
+        markdown_start,
+    )
     from clipterm.sanitize import printable, quoted
 
     rows = table["rows"]
@@ -291,17 +296,11 @@ def sweep_markdown(table: dict[str, Any]) -> str:
         head += EVAL_HEAD
     train_steps = int(table.get("train_steps") or 1000)
     distractors = ", ".join(printable(c, 40) for c in table["captions"][1:])
-    extra = "".join(f"; {what} {quoted(table[key], 60)}" for key, what in
-                    (("init_image", "init image"), ("image_prompt", "image prompt"))
-                    if table.get(key))
-    lines = [
+    lines = markdown_start(
         f"{printable(table['method'])} sweep, prompt {quoted(table['prompt'], 80)} against "
         f"{distractors or 'no distractors'}; seed {table['seed']}, "
-        f"{table['steps']} {table['sampler']} steps, device {printable(table['device'])}{extra}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        f"{table['steps']} {table['sampler']} steps, device {printable(table['device'])}"
+        f"{image_notes(table)}", head)
     for r in rows:
         p = r.get("mean_target_prob")
         cells = [_cell(a, r.get(a.field), train_steps) for a in axes]

@@ -404,7 +404,10 @@ class ClipTermApp(App[None]):
             self._preload_timer = self.set_timer(PRELOAD_DELAY, self._preload_now)
 
     def _preload_now(self) -> None:
-        state = self.form.state
+        forms = self.query(RunForm)  # none once the app is closing (the timer may still fire)
+        if not forms:
+            return
+        state = forms.first().state
         if not state.valid or self.running or self._quitting:
             return
         self.controller.preload(state.values["model"].strip(), state.values["device"])

@@ -66,7 +66,14 @@ class Tmux:
     def wait_for(self, condition: str | Callable[[str], bool], timeout: float = 60.0,
                  interval: float = 0.1) -> str:
         """The screen once it shows ``condition`` (text, or a predicate on the screen)."""
-        check = (lambda s: condition in s) if isinstance(condition, str) else condition
+        test = (lambda s: condition in s) if isinstance(condition, str) else condition
+
+        def check(screen: str) -> bool:  # a predicate may raise on a half-drawn screen: retry
+            try:
+                return bool(test(screen))
+            except Exception:
+                return False
+
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
