@@ -148,28 +148,24 @@ class RunForm(Widget, can_focus=False):
                 out[name] = str(widget.value)
         return out
 
-    def set_value(self, name: str, value: str) -> None:
-        """Set one field as if typed; the form is read at once."""
+    def _put(self, name: str, value: str) -> None:
+        """Write one field's widget as if typed (the form is not read)."""
         widget = self.query_one(f"#{name}")
         if isinstance(widget, DistractorList):
             widget.set_distractors(value.splitlines())
-        elif isinstance(widget, Input):
+        elif isinstance(widget, (Input, Select)):
             widget.value = value
-        elif isinstance(widget, Select):
-            widget.value = value
+
+    def set_value(self, name: str, value: str) -> None:
+        """Set one field as if typed; the form is read at once."""
+        self._put(name, value)
         self.read_now()
 
     def set_values(self, values: dict[str, str]) -> FormState:
         """Set several fields at once (loaded settings), as given: the captions are not
         switched to the new pack's; the form is read once."""
         for name, value in values.items():
-            widget = self.query_one(f"#{name}")
-            if isinstance(widget, DistractorList):
-                widget.set_distractors(value.splitlines())
-            elif isinstance(widget, Input):
-                widget.value = value
-            elif isinstance(widget, Select):
-                widget.value = value
+            self._put(name, value)
         self._last_spec = self.model.try_spec(self.values().get("model", ""))
         return self.read_now()
 
